@@ -1,0 +1,97 @@
+"""The ``sn40l`` command: a thin dispatcher over per-package command modules.
+
+Each subcommand lives in the package that owns it and is imported only when it is run, so
+``sn40l squeue`` does not pay for importing Ray or numpy. A command module provides either
+
+* ``register(subparsers)``: adds its argparse parser(s), each with ``set_defaults(func=...)``
+  where ``func(args) -> int``; or
+* ``run_command(name, argv) -> int``: takes the raw arguments (Slurm-style commands parse their
+  own options to mirror Slurm's messages and exit codes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+from sn40l.errors import SN40LError
+
+# command -> (module, one-line help). Order is the order of `sn40l --help`.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("sn40l.demo", "bring up 2 nodes x 8 sockets locally and show what the emulator does"),
+    "hw": ("sn40l.hardware.cli", "show hardware profiles and where each number comes from"),
+    "cluster": ("sn40l.cluster.cli", "start, inspect and stop an emulated cluster"),
+    "bench": ("sn40l.collectives.cli", "benchmarks of the P2P layer (bench allreduce)"),
+    "compile": ("sn40l.compiler.cli", "compile a model to a .pef artifact"),
+    "inspect": ("sn40l.compiler.cli", "print a .pef's kernels, memory needs and estimated time"),
+    "run": ("sn40l.cluster.run_cli", "run a compiled model (prefill + greedy decode)"),
+    "sbatch": ("sn40l.scheduler.cli", "submit a batch script"),
+    "srun": ("sn40l.scheduler.cli", "run tasks inside a job allocation"),
+    "squeue": ("sn40l.scheduler.cli", "list queued and running jobs"),
+    "scancel": ("sn40l.scheduler.cli", "cancel jobs"),
+    "sinfo": ("sn40l.scheduler.cli", "list partitions and nodes"),
+    "sacct": ("sn40l.scheduler.cli", "job accounting history"),
+    "scontrol": ("sn40l.scheduler.cli", "show and change jobs and nodes"),
+    "coe": ("sn40l.coe.cli", "Composition-of-Experts runtime and benchmark"),
+}
+
+
+def configure_logging() -> None:
+    """Configure the package logger from SN40L_LOG_LEVEL (default WARNING); NOCONFIG skips."""
+    level = os.environ.get("SN40L_LOG_LEVEL", "WARNING").upper()
+    if level == "NOCONFIG":
+        return
+    logger = logging.getLogger("sn40l")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(getattr(logging, level, logging.WARNING))
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: sn40l COMMAND [options]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "Run 'sn40l COMMAND --help' for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    if argv[0] == "--version":
+        from sn40l import __version__
+        print(f"sn40l {__version__}")
+        return 0
+    name = argv[0]
+    if name not in COMMANDS:
+        print(f"sn40l: error: unknown command {name!r}; commands: {', '.join(COMMANDS)}",
+              file=sys.stderr)
+        return 2
+    configure_logging()
+    # Imported here on purpose: only the command being run pays for its imports (Ray, numpy).
+    module = importlib.import_module(COMMANDS[name][0])
+    try:
+        if hasattr(module, "run_command"):
+            return int(module.run_command(name, argv[1:]) or 0)
+        parser = argparse.ArgumentParser(prog="sn40l")
+        sub = parser.add_subparsers(dest="command", required=True)
+        module.register(sub)
+        args = parser.parse_args(argv)
+        return int(args.func(args) or 0)
+    except SN40LError as exc:
+        print(f"sn40l {name}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"sn40l {name}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

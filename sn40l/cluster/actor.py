@@ -1,0 +1,174 @@
+"""SocketActor: one emulated SN40L socket as a Ray actor.
+
+The actor hosts a :class:`~sn40l.socket.Socket` (memory tiers, virtual clock) and the operations
+later layers add through mixins: collectives (:class:`CollectiveOps`) and the tile engine
+(:class:`EngineOps`). It lives in ``cluster/`` rather than ``socket/`` because it composes
+layers that sit above the socket (the socket never imports collectives or the compiler).
+
+Concurrency: the actor is threaded (``max_concurrency``), so it serves P2P traffic and health
+pings while a kernel or a collective runs. Memory-tier mutations hold ``self._lock``; the clock
+has its own lock.
+
+Leasing: a socket allocated to a job (``lease(job_id)``) refuses work tagged with another job,
+and work tagged with no job, until ``release``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket as std_socket
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from sn40l.collectives.actor_ops import CollectiveOps
+from sn40l.cluster.engine_ops import EngineOps
+from sn40l.errors import SocketBusyError
+from sn40l.hardware.profile import Profile
+from sn40l.socket.device import Socket, SocketId
+from sn40l.socket.tensor import Tensor
+
+
+def tensor_to_wire(t: Tensor) -> dict:
+    """A tensor as plain data for a Ray reply: phantom tensors carry no array."""
+    return {"shape": list(t.shape), "dtype": t.dtype.name,
+            "data": None if t.is_phantom else t.data}
+
+
+def tensor_from_wire(obj: "dict | np.ndarray | Tensor", dtype: str | None = None) -> Tensor:
+    if isinstance(obj, Tensor):
+        return obj
+    if isinstance(obj, np.ndarray):
+        return Tensor.of(obj, dtype)
+    if obj.get("data") is None:
+        return Tensor.phantom(obj["shape"], obj.get("dtype", dtype or "bf16"))
+    return Tensor.of(obj["data"], obj.get("dtype", dtype))
+
+
+class SocketActor(CollectiveOps, EngineOps):
+    """Ray actor wrapping one emulated socket. Create it through :class:`sn40l.cluster.Cluster`."""
+
+    def __init__(self, ident: dict, profile: dict, cluster_spec: dict,
+                 trace_capacity: int = 100_000):
+        self.ident = SocketId(ident["cluster"], ident["node"], ident["local"],
+                              ident["sockets_per_node"])
+        self.profile = Profile.from_dict(profile)
+        self.cluster_spec = cluster_spec
+        self.socket = Socket(self.ident, self.profile, trace_capacity)
+        self._lock = threading.RLock()
+        self._job: int | None = None
+        self._started = time.time()
+        super().__init__()
+
+    # -- identity and health --------------------------------------------------------------
+    def identity(self) -> dict:
+        return {**self.ident.to_dict(), "pid": os.getpid(), "host": std_socket.gethostname(),
+                "profile": self.profile.name}
+
+    def ping(self) -> dict:
+        """Health and state: identity, job lease, modeled now, RSS of this process."""
+        import psutil  # noqa: PLC0415 - psutil is only needed for this report
+
+        return {**self.identity(), "job": self._job, "now_ns": self.socket.clock.now,
+                "rss": psutil.Process().memory_info().rss, "uptime_s": time.time() - self._started}
+
+    def get_cluster_spec(self) -> dict:
+        return self.cluster_spec
+
+    # -- leasing --------------------------------------------------------------------------
+    def lease(self, job_id: int) -> None:
+        """Allocate this socket to ``job_id``; refused while another job holds it."""
+        with self._lock:
+            if self._job is not None and self._job != job_id:
+                raise SocketBusyError(f"socket {self.ident.label} is allocated to job {self._job}; "
+                                      f"job {job_id} cannot lease it")
+            self._job = job_id
+
+    def release(self, job_id: int | None = None, free_owner: str | None = None) -> None:
+        """End the lease (of ``job_id`` if given) and optionally free a job's regions."""
+        with self._lock:
+            if job_id is not None and self._job not in (None, job_id):
+                raise SocketBusyError(f"socket {self.ident.label} is allocated to job {self._job}, "
+                                      f"not {job_id}")
+            self._job = None
+            if free_owner is not None:
+                self.socket.free_owner(free_owner)
+
+    def leased_to(self) -> int | None:
+        return self._job
+
+    def _check_job(self, job: int | None) -> None:
+        if self._job is not None and job != self._job:
+            who = "outside any job" if job is None else f"by job {job}"
+            raise SocketBusyError(f"socket {self.ident.label} is allocated to job {self._job}; "
+                                  f"work sent {who} is refused")
+
+    # -- memory ---------------------------------------------------------------------------
+    def alloc(self, name: str, tier: str, shape: list[int], dtype: str = "bf16",
+              owner: str = "user", read_only: bool = False, phantom: bool = False,
+              job: int | None = None) -> dict:
+        self._check_job(job)
+        with self._lock:
+            return self.socket.alloc(name, tier, tuple(shape), dtype, owner, read_only,
+                                     phantom).describe()
+
+    def write(self, name: str, tier: str, tensor: Any, dtype: str | None = None,
+              owner: str = "user", read_only: bool = False, job: int | None = None) -> dict:
+        """Host -> device DMA. ``tensor`` is a numpy array or ``{shape, dtype, data: None}``."""
+        self._check_job(job)
+        with self._lock:
+            region, start, end = self.socket.write(name, tier, tensor_from_wire(tensor, dtype),
+                                                   owner, read_only)
+        return {**region.describe(), "start_ns": start, "end_ns": end}
+
+    def read(self, name: str, job: int | None = None) -> dict:
+        """Device -> host DMA; returns ``{shape, dtype, data, start_ns, end_ns}``."""
+        self._check_job(job)
+        with self._lock:
+            tensor, start, end = self.socket.read(name)
+        return {**tensor_to_wire(tensor), "start_ns": start, "end_ns": end}
+
+    def copy(self, src: str, dst_tier: str, dst: str | None = None, move: bool = False,
+             wait: bool = True, owner: str | None = None, read_only: bool | None = None,
+             job: int | None = None) -> dict:
+        self._check_job(job)
+        with self._lock:
+            region, start, end = self.socket.copy(src, dst_tier, dst, move, wait, owner,
+                                                  read_only)
+        return {**region.describe(), "start_ns": start, "end_ns": end}
+
+    def free(self, name: str, job: int | None = None) -> dict:
+        self._check_job(job)
+        with self._lock:
+            return self.socket.free(name).describe()
+
+    def free_owner(self, owner: str, job: int | None = None) -> int:
+        self._check_job(job)
+        with self._lock:
+            return self.socket.free_owner(owner)
+
+    def regions(self, tier: str | None = None, owner: str | None = None) -> list[dict]:
+        with self._lock:
+            return [r.describe() for r in self.socket.regions(tier, owner)]
+
+    def stats(self) -> dict:
+        with self._lock:
+            return {**self.socket.stats(), "job": self._job}
+
+    # -- virtual time ---------------------------------------------------------------------
+    def now(self) -> int:
+        return self.socket.clock.now
+
+    def advance_to(self, t_ns: int) -> int:
+        """Join an external event at modeled time ``t_ns`` (e.g. a job's start)."""
+        return self.socket.clock.advance_to(t_ns)
+
+    def trace(self, clear: bool = False) -> list[dict]:
+        """This socket's modeled events (bounded log) as plain dicts."""
+        events = self.socket.clock.log.events()
+        if clear:
+            self.socket.clock.log.clear()
+        return [{"name": e.name, "cat": e.cat, "engine": e.engine, "start_ns": e.start_ns,
+                 "end_ns": e.end_ns, "args": e.args} for e in events]

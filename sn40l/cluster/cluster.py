@@ -1,0 +1,249 @@
+"""Bring-up of an emulated SN40L cluster on Ray: N nodes x S socket actors, named and healthy.
+
+A cluster is named (default ``"default"``); its sockets are named Ray actors
+``"<cluster>:n<node>s<local>"`` in the Ray namespace ``"sn40l"``, so any driver connected to the
+same Ray cluster can find them (:meth:`Cluster.connect`). On a Ray cluster with at least as many
+alive Ray nodes as emulated nodes, emulated node *i* is pinned to Ray node *i* (node affinity);
+otherwise every socket runs on the local Ray node.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import ray
+
+from sn40l.cluster.actor import SocketActor
+from sn40l.errors import ClusterError, ConfigError
+from sn40l.hardware.profile import Profile, load_profile
+from sn40l.socket.device import SocketId
+
+log = logging.getLogger("sn40l.cluster")
+
+NAMESPACE = "sn40l"
+ACTOR_CONCURRENCY = 32  # threads per socket actor: P2P service + pings while a kernel runs
+
+
+def node_name(index: int) -> str:
+    """Slurm-style host name of emulated node ``index``: sn00, sn01, ..."""
+    return f"sn{index:02d}"
+
+
+def actor_name(cluster: str, node: int, local: int) -> str:
+    return f"{cluster}:n{node}s{local}"
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """What a cluster is: its name, shape and hardware profile (as plain data)."""
+
+    name: str
+    nodes: int
+    sockets_per_node: int
+    profile: dict = field(repr=False)
+    ray_nodes: tuple[str, ...] = ()  # Ray node ids the emulated nodes are pinned to, if any
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.sockets_per_node
+
+    @property
+    def node_names(self) -> list[str]:
+        return [node_name(i) for i in range(self.nodes)]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["ray_nodes"] = list(self.ray_nodes)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ClusterSpec":
+        return cls(d["name"], d["nodes"], d["sockets_per_node"], d["profile"],
+                   tuple(d.get("ray_nodes", ())))
+
+
+def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Connect to Ray: an existing cluster at ``address`` ("auto" or HOST:PORT) or, with no
+    address, an embedded local Ray started in this process."""
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = dict(namespace=NAMESPACE, include_dashboard=False,
+                                  logging_level=logging.WARNING, log_to_driver=True,
+                                  configure_logging=False)
+    if address in (None, "", "local"):
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), **kwargs)
+    else:
+        ray.init(address=address, **kwargs)
+
+
+def _check_shape(nodes: int, sockets_per_node: int, profile: Profile) -> Profile:
+    if not isinstance(nodes, int) or isinstance(nodes, bool) or nodes < 1:
+        raise ConfigError(f"--nodes must be a whole number >= 1, got {nodes!r}")
+    if nodes > 256:
+        raise ConfigError(f"--nodes {nodes} is more than the 256 nodes one cluster may have")
+    return profile.with_sockets_per_node(sockets_per_node)
+
+
+class Cluster:
+    """Handles to the socket actors of one emulated cluster. Build with :meth:`start` or
+    :meth:`connect`; ``__init__`` only stores."""
+
+    def __init__(self, spec: ClusterSpec, handles: list):
+        self.spec = spec
+        self.handles = handles
+        self.profile = Profile.from_dict(spec.profile)
+
+    # -- construction ---------------------------------------------------------------------
+    @classmethod
+    def start(cls, nodes: int = 1, sockets_per_node: int | None = None,
+              profile: "str | Path | Profile" = "sn40l", name: str = "default",
+              address: str | None = None, detached: bool = False,
+              trace_capacity: int = 100_000, timeout_s: float = 120.0) -> "Cluster":
+        """Start ``nodes`` x ``sockets_per_node`` socket actors and wait until all answer."""
+        prof = profile if isinstance(profile, Profile) else load_profile(profile)
+        prof = _check_shape(nodes, sockets_per_node or prof.sockets_per_node, prof)
+        if not name or any(c in name for c in ":/ \t"):
+            raise ConfigError(f"cluster name {name!r} must be non-empty without ':', '/' or spaces")
+        ensure_ray(address)
+        if cls.exists(name):
+            running = cls.connect(name)
+            raise ClusterError(
+                f"cluster {name!r} is already running ({running.spec.nodes} nodes x "
+                f"{running.spec.sockets_per_node} sockets); stop it first (sn40l cluster down)")
+        ray_nodes = cls._pick_ray_nodes(nodes)
+        spec = ClusterSpec(name, nodes, prof.sockets_per_node, prof.to_dict(), tuple(ray_nodes))
+        t0 = time.perf_counter()
+        remote = ray.remote(SocketActor)
+        handles = []
+        for n in range(nodes):
+            opts: dict[str, Any] = dict(
+                name=actor_name(name, n, 0), namespace=NAMESPACE, num_cpus=0,
+                max_concurrency=ACTOR_CONCURRENCY, max_restarts=0,
+                lifetime="detached" if detached else None)
+            if ray_nodes:
+                from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+                opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(ray_nodes[n],
+                                                                             soft=False)
+            for s in range(prof.sockets_per_node):
+                ident = SocketId(name, n, s, prof.sockets_per_node)
+                opts["name"] = actor_name(name, n, s)
+                handles.append(remote.options(**opts).remote(ident.to_dict(), spec.profile,
+                                                             spec.to_dict(), trace_capacity))
+        cluster = cls(spec, handles)
+        try:
+            cluster.wait_healthy(timeout_s)
+        except BaseException:
+            cluster.stop()
+            raise
+        log.info("cluster %r up: %d x %d sockets in %.2f s", name, nodes, prof.sockets_per_node,
+                 time.perf_counter() - t0)
+        return cluster
+
+    @staticmethod
+    def _pick_ray_nodes(nodes: int) -> list[str]:
+        alive = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
+        if len(alive) >= nodes > 1:
+            return sorted(alive)[:nodes]
+        return []
+
+    @staticmethod
+    def exists(name: str = "default") -> bool:
+        try:
+            ray.get_actor(actor_name(name, 0, 0), namespace=NAMESPACE)
+            return True
+        except ValueError:
+            return False
+
+    @classmethod
+    def connect(cls, name: str = "default", address: str | None = None) -> "Cluster":
+        """Handles to a running cluster, found by name."""
+        if address is not None:
+            ensure_ray(address)
+        if not ray.is_initialized():
+            raise ClusterError("not connected to Ray; start a cluster (sn40l cluster up) first")
+        try:
+            first = ray.get_actor(actor_name(name, 0, 0), namespace=NAMESPACE)
+        except ValueError:
+            raise ClusterError(f"no cluster named {name!r} is running; start one with "
+                               "'sn40l cluster up'") from None
+        spec = ClusterSpec.from_dict(ray.get(first.get_cluster_spec.remote()))
+        handles = []
+        for n in range(spec.nodes):
+            for s in range(spec.sockets_per_node):
+                try:
+                    handles.append(ray.get_actor(actor_name(name, n, s), namespace=NAMESPACE))
+                except ValueError:
+                    handles.append(None)  # a dead socket; status shows it as down
+        return cls(spec, handles)
+
+    # -- access ---------------------------------------------------------------------------
+    @property
+    def world_size(self) -> int:
+        return self.spec.world_size
+
+    def socket(self, rank: int):
+        """The actor handle of global rank ``rank`` (node * sockets_per_node + local)."""
+        if not 0 <= rank < len(self.handles):
+            raise ConfigError(f"socket rank {rank} out of range 0..{len(self.handles) - 1}")
+        handle = self.handles[rank]
+        if handle is None:
+            raise ClusterError(f"socket rank {rank} of cluster {self.spec.name!r} is down")
+        return handle
+
+    def node_ranks(self, node: int) -> list[int]:
+        spn = self.spec.sockets_per_node
+        if not 0 <= node < self.spec.nodes:
+            raise ConfigError(f"node {node} out of range 0..{self.spec.nodes - 1}")
+        return list(range(node * spn, (node + 1) * spn))
+
+    def call(self, method: str, *args: Any, ranks: Iterable[int] | None = None,
+             timeout_s: float | None = None, **kwargs: Any) -> list:
+        """Call ``method`` on the sockets of ``ranks`` (default all) in parallel; results by rank."""
+        ranks = list(range(self.world_size)) if ranks is None else list(ranks)
+        refs = [getattr(self.socket(r), method).remote(*args, **kwargs) for r in ranks]
+        return ray.get(refs, timeout=timeout_s)
+
+    def wait_healthy(self, timeout_s: float = 60.0) -> list[dict]:
+        try:
+            return self.call("ping", timeout_s=timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            raise ClusterError(f"cluster {self.spec.name!r}: sockets did not answer within "
+                               f"{timeout_s:.0f} s") from None
+
+    def status(self, timeout_s: float = 10.0) -> list[dict]:
+        """One row per socket: identity, state ('up'/'down'), job, per-tier used/free."""
+        rows = []
+        refs = {}
+        for rank, h in enumerate(self.handles):
+            if h is not None:
+                refs[rank] = h.stats.remote()
+        for rank in range(self.world_size):
+            node, local = divmod(rank, self.spec.sockets_per_node)
+            row: dict[str, Any] = {"rank": rank, "node": node_name(node), "socket": local}
+            try:
+                if rank not in refs:
+                    raise ClusterError("no actor")
+                st = ray.get(refs[rank], timeout=timeout_s)
+                row.update(state="up", job=st["job"], now_ns=st["clock"]["now_ns"],
+                           tiers=st["tiers"])
+            except (ray.exceptions.RayError, ClusterError):
+                row.update(state="down", job=None, now_ns=None, tiers={})
+            rows.append(row)
+        return rows
+
+    def stop(self) -> None:
+        """Kill every socket actor of this cluster."""
+        for h in self.handles:
+            if h is not None:
+                try:
+                    ray.kill(h, no_restart=True)
+                except Exception:  # noqa: BLE001 - an already-dead actor is fine
+                    pass
+        deadline = time.monotonic() + 10
+        while self.exists(self.spec.name) and time.monotonic() < deadline:
+            time.sleep(0.05)

@@ -1,0 +1,1 @@
+"""Composition of Experts: expert registry, router, HBM expert cache, placement across nodes."""

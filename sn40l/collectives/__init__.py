@@ -1,0 +1,1 @@
+"""P2P streaming channels and collectives (AllReduce, ReduceScatter, AllGather, Broadcast)."""

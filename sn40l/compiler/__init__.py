@@ -1,0 +1,1 @@
+"""Model graphs, tensor-parallel sharding, fusion, memory planning and the .pef artifact. Pure: no Ray."""

@@ -1,0 +1,1 @@
+"""The Slurm-like scheduler: controller, job store, sbatch parsing, allocation, job launch."""
