@@ -78,7 +78,28 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if address in (None, "", "local"):
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), **kwargs)
     else:
+        # A local Ray head (ray.init) turns on token authentication and writes the token to
+        # ~/.ray/auth_token; other drivers on the machine must present it.
+        use_local_token()
         ray.init(address=address, **kwargs)
+
+
+def use_local_token() -> None:
+    """Present ~/.ray/auth_token to Ray when it exists and no auth mode was chosen.
+
+    Ray reads RAY_AUTH_MODE into its config when it is imported; the CLI sets the variable
+    before importing Ray, and for library callers that imported Ray first the config is
+    reloaded from the environment.
+    """
+    if "RAY_AUTH_MODE" in os.environ or not (Path.home() / ".ray" / "auth_token").exists():
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
+    try:
+        from ray._raylet import Config  # Ray's own way to re-read RAY_* variables
+
+        Config.initialize("")
+    except (ImportError, AttributeError):  # pragma: no cover - other Ray versions
+        pass
 
 
 def _check_shape(nodes: int, sockets_per_node: int, profile: Profile) -> Profile:

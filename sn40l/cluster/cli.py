@@ -1,0 +1,177 @@
+"""``sn40l cluster up|status|down``: start, inspect and stop an emulated cluster."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from sn40l.cluster.record import read_record, record_path, remove_record, state_dir, write_record
+from sn40l.errors import ClusterError, ConfigError
+from sn40l.hardware.units import format_bytes
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("cluster", help="start, inspect and stop an emulated cluster")
+    verbs = p.add_subparsers(dest="verb", required=True)
+    up = verbs.add_parser("up", help="start N nodes x S socket actors")
+    up.add_argument("--nodes", type=int, default=1, help="emulated nodes (default 1)")
+    up.add_argument("--sockets-per-node", type=int, default=None,
+                    help="sockets per node: a layout of the profile (sn40l: 8 or 16)")
+    up.add_argument("--profile", default="sn40l",
+                    help="sn40l, dgx-a100, dgx-h100 or the path of a profile .yaml")
+    up.add_argument("--address", default=None,
+                    help="'auto' or HOST:PORT of an existing Ray cluster (default: an embedded "
+                         "local Ray owned by a background process)")
+    up.add_argument("--name", default="default", help="cluster name (default 'default')")
+    up.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for start-up")
+    up.set_defaults(func=cmd_up)
+    st = verbs.add_parser("status", help="each socket's state and per-tier used/free")
+    st.add_argument("--name", default="default")
+    st.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    st.set_defaults(func=cmd_status)
+    down = verbs.add_parser("down", help="stop the sockets (and the embedded Ray)")
+    down.add_argument("--name", default="default")
+    down.set_defaults(func=cmd_down)
+
+
+def _already_running(record: dict) -> ClusterError:
+    return ClusterError(
+        f"cluster {record['name']!r} is already running ({record['nodes']} nodes x "
+        f"{record['sockets_per_node']} sockets, profile {record['profile']}, Ray at "
+        f"{record['address']}); stop it first with 'sn40l cluster down'")
+
+
+def _validate_up(args: argparse.Namespace):
+    from sn40l.hardware.profile import load_profile
+
+    if args.nodes < 1 or args.nodes > 256:
+        raise ConfigError(f"--nodes {args.nodes} is out of range; allowed 1 to 256")
+    profile = load_profile(args.profile)
+    if args.sockets_per_node is not None:
+        profile = profile.with_sockets_per_node(args.sockets_per_node)
+    return profile
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    profile = _validate_up(args)  # bad input fails here, before anything starts
+    record = read_record(args.name)
+    if record is not None:
+        raise _already_running(record)
+    t0 = time.perf_counter()
+    if args.address:
+        _up_on_existing_ray(args, profile)
+    else:
+        _up_embedded(args)
+    record = read_record(args.name)
+    assert record is not None
+    print(f"cluster {args.name!r} up: {record['nodes']} nodes x {record['sockets_per_node']} "
+          f"sockets ({record['profile']}), Ray at {record['address']}, "
+          f"{time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def _up_on_existing_ray(args: argparse.Namespace, profile) -> None:
+    from sn40l.cluster.cluster import Cluster, ensure_ray
+    import ray
+
+    ensure_ray(args.address)
+    cluster = Cluster.start(nodes=args.nodes, sockets_per_node=profile.sockets_per_node,
+                            profile=profile, name=args.name, detached=True,
+                            timeout_s=args.timeout)
+    write_record({"name": args.name, "address": ray.get_runtime_context().gcs_address,
+                  "nodes": cluster.spec.nodes, "sockets_per_node": cluster.spec.sockets_per_node,
+                  "profile": profile.name, "daemon_pid": None, "embedded": False})
+
+
+def _up_embedded(args: argparse.Namespace) -> None:
+    error_file = record_path(args.name).with_suffix(".error")
+    error_file.unlink(missing_ok=True)
+    log_path = state_dir() / "clusters" / f"{args.name}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "sn40l.cluster.daemon", "--name", args.name,
+           "--nodes", str(args.nodes), "--profile", args.profile]
+    if args.sockets_per_node is not None:
+        cmd += ["--sockets-per-node", str(args.sockets_per_node)]
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                start_new_session=True)
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        if read_record(args.name) is not None:
+            return
+        if proc.poll() is not None:
+            detail = error_file.read_text() if error_file.exists() else log_path.read_text()[-2000:]
+            raise ClusterError(f"cluster {args.name!r} failed to start: "
+                               f"{detail.strip().splitlines()[0] if detail.strip() else '?'} "
+                               f"(log: {log_path})")
+        time.sleep(0.1)
+    proc.terminate()
+    raise ClusterError(f"cluster {args.name!r} did not come up within {args.timeout:.0f} s "
+                       f"(log: {log_path})")
+
+
+def _connect(name: str):
+    from sn40l.cluster.cluster import Cluster, ensure_ray
+
+    record = read_record(name)
+    if record is None:
+        raise ClusterError(f"no cluster named {name!r} is running; start one with "
+                           "'sn40l cluster up'")
+    ensure_ray(record["address"])
+    return record, Cluster.connect(name)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    record, cluster = _connect(args.name)
+    rows = cluster.status()
+    if args.json:
+        print(json.dumps({"cluster": record, "sockets": rows}, indent=2))
+        return 0
+    up = sum(r["state"] == "up" for r in rows)
+    print(f"CLUSTER {record['name']}  profile={record['profile']}  nodes={record['nodes']}  "
+          f"sockets/node={record['sockets_per_node']}  up={up}/{len(rows)}  "
+          f"ray={record['address']}")
+    header = f"{'NODE':<6}{'SOCKET':>6}{'RANK':>6} {'STATE':<6}{'JOB':>6}  " + "  ".join(
+        f"{t.upper() + ' USED/TOTAL':<22}" for t in ("sram", "hbm", "ddr"))
+    print(header)
+    for r in rows:
+        tiers = "  ".join(
+            f"{_used_total(r['tiers'].get(t)):<22}" for t in ("sram", "hbm", "ddr"))
+        job = "-" if r["job"] is None else str(r["job"])
+        print(f"{r['node']:<6}{r['socket']:>6}{r['rank']:>6} {r['state']:<6}{job:>6}  {tiers}")
+    return 0 if up == len(rows) else 1
+
+
+def _used_total(tier: dict | None) -> str:
+    if not tier:
+        return "-"
+    return f"{format_bytes(tier['used'])} / {format_bytes(tier['capacity'])}"
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    record = read_record(args.name)
+    if record is None:
+        raise ClusterError(f"no cluster named {args.name!r} is running")
+    pid = record.get("daemon_pid")
+    if pid:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while read_record(args.name) is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if read_record(args.name) is not None:
+            os.kill(pid, signal.SIGKILL)
+            remove_record(args.name)
+    else:
+        _, cluster = _connect(args.name)
+        cluster.stop()
+        remove_record(args.name)
+    print(f"cluster {args.name!r} down")
+    return 0
+
+
+__all__ = ["register", "write_record"]

@@ -1,0 +1,167 @@
+"""``sn40l demo``: bring up 2 nodes x 8 sockets on an embedded Ray and show the emulator at work.
+
+Sections (each prints what it did, in modeled time, with wall time apart):
+
+1. bring-up of 16 socket actors;
+2. a phantom Llama2-7B-sized expert (13.5 GB BF16) placed in DDR, sharded over node 0's 8
+   sockets, then activated into HBM on all 8 in parallel: modeled copy time and node bandwidth;
+3. a materialized tensor round-tripped DDR -> HBM -> SRAM -> HBM -> DDR and checked intact;
+
+then a summary table. Later capabilities (collectives, compiled models, CoE) add sections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from sn40l.hardware.units import format_bandwidth, format_bytes, format_ns
+
+# Llama-2-7B shapes (Touvron et al. 2023; HF config): 32 layers, hidden 4096, MLP 11008,
+# vocab 32000, untied embeddings -> 6,738,415,616 parameters, 13.48 GB in BF16.
+LLAMA2_7B_PARAMS = (32000 * 4096 * 2 + 4096
+                    + 32 * (4 * 4096 * 4096 + 3 * 4096 * 11008 + 2 * 4096))
+
+
+@dataclass
+class DemoReport:
+    """Rows of the closing summary table: (section, what, modeled, wall)."""
+
+    rows: list[tuple[str, str, str, str]] = field(default_factory=list)
+    ok: bool = True
+
+    def add(self, section: str, what: str, modeled: str = "-", wall: str = "-") -> None:
+        self.rows.append((section, what, modeled, wall))
+        print(f"  {what}" + (f"   [modeled {modeled}]" if modeled != "-" else "")
+              + (f"   [wall {wall}]" if wall != "-" else ""), flush=True)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="bring up 2 nodes x 8 sockets locally and show the emulator")
+    p.add_argument("--nodes", type=int, default=2, help="emulated nodes (default 2)")
+    p.add_argument("--trace", default=None, help="write a Chrome trace (Perfetto) JSON here")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_demo)
+
+
+def _wall(t0: float) -> str:
+    return f"{time.perf_counter() - t0:.2f} s"
+
+
+def section_bringup(nodes: int, report: DemoReport):
+    from sn40l.cluster import Cluster, ensure_ray
+
+    print(f"[1] bring-up: {nodes} nodes x 8 SN40L sockets as Ray actors", flush=True)
+    t0 = time.perf_counter()
+    ensure_ray(None)
+    cluster = Cluster.start(nodes=nodes, sockets_per_node=8, name="demo")
+    pings = cluster.wait_healthy()
+    rss = np.median([p["rss"] for p in pings])
+    report.add("bring-up", f"{len(pings)} sockets up, median actor RSS {format_bytes(rss)}",
+               wall=_wall(t0))
+    return cluster
+
+
+def section_expert(cluster, report: DemoReport) -> None:
+    print("[2] phantom Llama2-7B expert: DDR -> HBM on node 0's 8 sockets in parallel",
+          flush=True)
+    ranks = cluster.node_ranks(0)
+    n = len(ranks)
+    t0 = time.perf_counter()
+    per_socket = -(-LLAMA2_7B_PARAMS // n)  # parameters per shard (the last shard padded)
+    total_bytes = per_socket * n * 2
+    refs = cluster.call("write", "llama2-7b/weights", "ddr",
+                        {"shape": [per_socket], "dtype": "bf16", "data": None},
+                        owner="demo", read_only=True, ranks=ranks)
+    loaded = max(r["end_ns"] for r in refs)
+    report.add("expert", f"placed {total_bytes / 1e9:.2f} GB ({LLAMA2_7B_PARAMS / 1e9:.2f} B "
+               f"params, BF16) in DDR over {n} sockets from the host",
+               modeled=format_ns(loaded), wall=_wall(t0))
+    t0 = time.perf_counter()
+    cluster.call("advance_to", loaded, ranks=ranks)  # the activation starts once all are loaded
+    copies = cluster.call("copy", "llama2-7b/weights", "hbm", "llama2-7b/weights@hbm",
+                          ranks=ranks)
+    start = min(c["start_ns"] for c in copies)
+    end = max(c["end_ns"] for c in copies)
+    node_bw = total_bytes / ((end - start) / 1e9)
+    report.add("expert", f"activated into HBM on {n} sockets in parallel: node aggregate "
+               f"{format_bandwidth(node_bw)}", modeled=format_ns(end - start), wall=_wall(t0))
+    hbm = cluster.call("stats", ranks=ranks[:1])[0]["tiers"]["hbm"]
+    report.add("expert", f"HBM of socket 0 now {format_bytes(hbm['used'])} used of "
+               f"{format_bytes(hbm['capacity'])}")
+    cluster.call("free", "llama2-7b/weights@hbm", ranks=ranks)
+    cluster.call("free", "llama2-7b/weights", ranks=ranks)
+
+
+def section_roundtrip(cluster, report: DemoReport) -> None:
+    print("[3] materialized round trip DDR -> HBM -> SRAM -> HBM -> DDR on socket 0",
+          flush=True)
+    sock = cluster.socket(0)
+    import ray
+
+    data = np.random.default_rng(0).standard_normal((1024, 1024)).astype(np.float32)
+    t0 = time.perf_counter()
+    first = ray.get(sock.write.remote("rt@ddr", "ddr", data, dtype="fp32", owner="demo"))
+    hops = [("rt@ddr", "hbm", "rt@hbm"), ("rt@hbm", "sram", "rt@sram"),
+            ("rt@sram", "hbm", "rt@hbm2"), ("rt@hbm2", "ddr", "rt@ddr2")]
+    times = []
+    where = "ddr"
+    for src, tier, dst in hops:
+        r = ray.get(sock.copy.remote(src, tier, dst, move=True))
+        times.append((f"{where}->{tier}", r["end_ns"] - r["start_ns"]))
+        where = tier
+    back = ray.get(sock.read.remote("rt@ddr2"))
+    intact = bool(np.array_equal(back["data"], data))
+    report.ok &= intact
+    ray.get(sock.free.remote("rt@ddr2"))
+    hop_text = ", ".join(f"{h} {format_ns(t)}" for h, t in times)
+    report.add("round trip", f"4 MiB fp32 through the tiers ({hop_text}); intact: {intact}",
+               modeled=format_ns(back["end_ns"] - first["start_ns"]), wall=_wall(t0))
+
+
+SECTIONS: list[Callable] = [section_expert, section_roundtrip]
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    report = DemoReport()
+    t_all = time.perf_counter()
+    cluster = section_bringup(args.nodes, report)
+    try:
+        for section in SECTIONS:
+            section(cluster, report)
+        if args.trace:
+            from sn40l.socket.clock import TraceEvent, chrome_trace, write_chrome_trace
+
+            by_socket = {}
+            for rank, events in enumerate(cluster.call("trace")):
+                node, local = divmod(rank, cluster.spec.sockets_per_node)
+                by_socket[(node, local)] = [TraceEvent(e["name"], e["cat"], e["engine"],
+                                                       e["start_ns"], e["end_ns"], e["args"])
+                                            for e in events]
+            write_chrome_trace(args.trace, chrome_trace(by_socket))
+            print(f"trace written to {args.trace} (open it in https://ui.perfetto.dev)")
+    finally:
+        cluster.stop()
+    report.rows.append(("total", "demo finished", "-", _wall(t_all)))
+    if args.json:
+        print(json.dumps({"ok": report.ok, "rows": report.rows}, indent=2))
+    else:
+        _print_summary(report)
+    return 0 if report.ok else 1
+
+
+def _print_summary(report: DemoReport) -> None:
+    widths = [max(len(r[i]) for r in report.rows + [("SECTION", "WHAT", "MODELED", "WALL")])
+              for i in range(4)]
+    widths[1] = min(widths[1], 90)
+    print("\nSUMMARY")
+    for row in [("SECTION", "WHAT", "MODELED", "WALL")] + report.rows:
+        what = row[1] if len(row[1]) <= widths[1] else row[1][: widths[1] - 3] + "..."
+        print(f"{row[0]:<{widths[0]}}  {what:<{widths[1]}}  {row[2]:>{widths[2]}}  "
+              f"{row[3]:>{widths[3]}}")
+    print("\nall checks passed" if report.ok else "\nSOME CHECKS FAILED")
