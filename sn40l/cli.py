@@ -78,10 +78,6 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     if hasattr(signal, "SIGPIPE"):  # `sn40l squeue | head` ends quietly, as Unix tools do
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    if "RAY_AUTH_MODE" not in os.environ and os.path.exists(
-            os.path.expanduser("~/.ray/auth_token")):
-        # A local Ray head turns token authentication on; Ray reads this variable at import.
-        os.environ["RAY_AUTH_MODE"] = "token"
     # Imported here on purpose: only the command being run pays for its imports (Ray, numpy).
     module = importlib.import_module(COMMANDS[name][0])
     try:

@@ -85,7 +85,8 @@ def _up_on_existing_ray(args: argparse.Namespace, profile) -> None:
                             timeout_s=args.timeout)
     write_record({"name": args.name, "address": ray.get_runtime_context().gcs_address,
                   "nodes": cluster.spec.nodes, "sockets_per_node": cluster.spec.sockets_per_node,
-                  "profile": profile.name, "daemon_pid": None, "embedded": False})
+                  "profile": profile.name, "daemon_pid": None, "embedded": False,
+                  "auth": os.environ.get("RAY_AUTH_MODE", "disabled")})
 
 
 def _up_embedded(args: argparse.Namespace) -> None:
@@ -122,7 +123,7 @@ def _connect(name: str):
     if record is None:
         raise ClusterError(f"no cluster named {name!r} is running; start one with "
                            "'sn40l cluster up'")
-    ensure_ray(record["address"])
+    ensure_ray(record["address"], auth=record.get("auth"))
     return record, Cluster.connect(name)
 
 

@@ -67,9 +67,15 @@ class ClusterSpec:
                    tuple(d.get("ray_nodes", ())))
 
 
-def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+def ensure_ray(address: str | None = None, num_cpus: int | None = None,
+               auth: str | None = None) -> None:
     """Connect to Ray: an existing cluster at ``address`` ("auto" or HOST:PORT) or, with no
-    address, an embedded local Ray started in this process."""
+    address, an embedded local Ray started in this process.
+
+    ``auth="token"`` presents ~/.ray/auth_token, as a Ray head started by ``ray.init`` on this
+    machine requires (see :func:`local_auth_mode`); clusters recorded by ``sn40l cluster up``
+    say which mode they use.
+    """
     if ray.is_initialized():
         return
     kwargs: dict[str, Any] = dict(namespace=NAMESPACE, include_dashboard=False,
@@ -78,20 +84,27 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if address in (None, "", "local"):
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), **kwargs)
     else:
-        # A local Ray head (ray.init) turns on token authentication and writes the token to
-        # ~/.ray/auth_token; other drivers on the machine must present it.
-        use_local_token()
+        if auth == "token":
+            use_token_auth()
         ray.init(address=address, **kwargs)
 
 
-def use_local_token() -> None:
-    """Present ~/.ray/auth_token to Ray when it exists and no auth mode was chosen.
+def local_auth_mode() -> str:
+    """The authentication a Ray head started here by ``ray.init`` uses: Ray turns token
+    authentication on for local heads unless RAY_AUTH_MODE says otherwise."""
+    mode = os.environ.get("RAY_AUTH_MODE")
+    if mode:
+        return mode
+    return "token" if (Path.home() / ".ray" / "auth_token").exists() else "disabled"
 
-    Ray reads RAY_AUTH_MODE into its config when it is imported; the CLI sets the variable
-    before importing Ray, and for library callers that imported Ray first the config is
-    reloaded from the environment.
+
+def use_token_auth() -> None:
+    """Present ~/.ray/auth_token to the Ray cluster this process connects to.
+
+    Ray reads RAY_AUTH_MODE into its config when it is imported, so the config is reloaded
+    from the environment after setting it.
     """
-    if "RAY_AUTH_MODE" in os.environ or not (Path.home() / ".ray" / "auth_token").exists():
+    if os.environ.get("RAY_AUTH_MODE") == "token":
         return
     os.environ["RAY_AUTH_MODE"] = "token"
     try:

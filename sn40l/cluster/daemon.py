@@ -17,7 +17,7 @@ import traceback
 
 import ray
 
-from sn40l.cluster.cluster import Cluster, ensure_ray
+from sn40l.cluster.cluster import Cluster, ensure_ray, local_auth_mode
 from sn40l.cluster.record import record_path, remove_record, write_record
 
 
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     write_record({"name": args.name, "address": ray.get_runtime_context().gcs_address,
                   "nodes": cluster.spec.nodes, "sockets_per_node": cluster.spec.sockets_per_node,
                   "profile": cluster.profile.name, "daemon_pid": os.getpid(),
-                  "embedded": True})
+                  "embedded": True, "auth": local_auth_mode()})
     while not stop.wait(0.5):
         pass
     try:
