@@ -135,15 +135,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         for section in SECTIONS:
             section(cluster, report)
         if args.trace:
-            from sn40l.socket.clock import TraceEvent, chrome_trace, write_chrome_trace
+            from sn40l.socket.clock import write_chrome_trace
 
-            by_socket = {}
-            for rank, events in enumerate(cluster.call("trace")):
-                node, local = divmod(rank, cluster.spec.sockets_per_node)
-                by_socket[(node, local)] = [TraceEvent(e["name"], e["cat"], e["engine"],
-                                                       e["start_ns"], e["end_ns"], e["args"])
-                                            for e in events]
-            write_chrome_trace(args.trace, chrome_trace(by_socket))
+            write_chrome_trace(args.trace, cluster.chrome_trace())
             print(f"trace written to {args.trace} (open it in https://ui.perfetto.dev)")
     finally:
         cluster.stop()

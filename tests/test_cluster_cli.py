@@ -6,6 +6,7 @@ it never meets the session cluster's record.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -25,7 +26,7 @@ def cli_env(tmp_path):
     _sn40l("cluster", "down", env=env)  # whatever the test left running
 
 
-def test_up_status_double_up_down(cli_env):
+def test_up_status_double_up_down(cli_env, tmp_path):
     up = _sn40l("cluster", "up", "--nodes", "2", env=cli_env)
     assert up.returncode == 0, up.stderr
     assert "2 nodes x 8 sockets" in up.stdout
@@ -42,6 +43,12 @@ def test_up_status_double_up_down(cli_env):
     rows = [ln.split() for ln in lines[2:]]
     assert len(rows) == 16 and rows[15][:4] == ["sn01", "7", "15", "up"]
     assert "520.0 MiB" in lines[2] and "64.0 GiB" in lines[2] and "1.5 TiB" in lines[2]
+
+    trace_path = tmp_path / "trace.json"
+    trace = _sn40l("cluster", "trace", "-o", str(trace_path), env=cli_env)
+    assert trace.returncode == 0, trace.stderr
+    assert "of 16 sockets" in trace.stdout
+    assert json.loads(trace_path.read_text())["otherData"]["clock"] == "modeled (virtual) time"
 
     down = _sn40l("cluster", "down", env=cli_env)
     assert down.returncode == 0 and "down" in down.stdout

@@ -34,6 +34,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     st.add_argument("--name", default="default")
     st.add_argument("--json", action="store_true", help="print JSON instead of a table")
     st.set_defaults(func=cmd_status)
+    tr = verbs.add_parser("trace", help="write every socket's modeled events as Chrome trace "
+                                         "JSON (open it in Perfetto)")
+    tr.add_argument("-o", "--output", required=True, help="path of the .json file to write")
+    tr.add_argument("--clear", action="store_true", help="empty the sockets' event logs after")
+    tr.add_argument("--name", default="default")
+    tr.set_defaults(func=cmd_trace)
     down = verbs.add_parser("down", help="stop the sockets (and the embedded Ray)")
     down.add_argument("--name", default="default")
     down.set_defaults(func=cmd_down)
@@ -152,6 +158,17 @@ def _used_total(tier: dict | None) -> str:
     if not tier:
         return "-"
     return f"{format_bytes(tier['used'])} / {format_bytes(tier['capacity'])}"
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    from sn40l.socket.clock import write_chrome_trace
+
+    _, cluster = _connect(args.name)
+    trace = cluster.chrome_trace(clear=args.clear)
+    write_chrome_trace(args.output, trace)
+    n = sum(e["ph"] == "X" for e in trace["traceEvents"])
+    print(f"wrote {n} modeled events of {cluster.world_size} sockets to {args.output}")
+    return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:

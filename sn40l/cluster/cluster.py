@@ -270,6 +270,18 @@ class Cluster:
             rows.append(row)
         return rows
 
+    def chrome_trace(self, clear: bool = False) -> dict:
+        """Every socket's modeled events as one Chrome trace (open it in Perfetto)."""
+        from sn40l.socket.clock import TraceEvent, chrome_trace
+
+        by_socket = {}
+        for rank, events in enumerate(self.call("trace", clear=clear)):
+            node, local = divmod(rank, self.spec.sockets_per_node)
+            by_socket[(node, local)] = [TraceEvent(e["name"], e["cat"], e["engine"],
+                                                   e["start_ns"], e["end_ns"], e["args"])
+                                        for e in events]
+        return chrome_trace(by_socket)
+
     def stop(self) -> None:
         """Kill every socket actor of this cluster."""
         for h in self.handles:
