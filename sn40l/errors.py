@@ -68,3 +68,7 @@ class CompileError(SN40LError, ValueError):
 
 class SchedulerError(SN40LError, RuntimeError):
     """The scheduler refused a request."""
+
+
+class CapacityError(ConfigError):
+    """A workload (a CoE, a model) does not fit the memory tiers; gives need and capacity per tier."""

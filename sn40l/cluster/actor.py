@@ -115,12 +115,14 @@ class SocketActor(CollectiveOps, EngineOps):
                                      phantom).describe()
 
     def write(self, name: str, tier: str, tensor: Any, dtype: str | None = None,
-              owner: str = "user", read_only: bool = False, job: int | None = None) -> dict:
-        """Host -> device DMA. ``tensor`` is a numpy array or ``{shape, dtype, data: None}``."""
+              owner: str = "user", read_only: bool = False, job: int | None = None,
+              wait: bool = True) -> dict:
+        """Host -> device DMA. ``tensor`` is a numpy array or ``{shape, dtype, data: None}``.
+        ``wait=False`` occupies the host DMA engine without moving the socket's clock."""
         self._check_job(job)
         with self._lock:
             region, start, end = self.socket.write(name, tier, tensor_from_wire(tensor, dtype),
-                                                   owner, read_only)
+                                                   owner, read_only, wait)
         return {**region.describe(), "start_ns": start, "end_ns": end}
 
     def read(self, name: str, job: int | None = None) -> dict:
