@@ -6,10 +6,11 @@ The runtime is written against :class:`ExpertModel`; shapes come from the compil
 shapes from the models' published configs).
 
 The small materialized expert (:class:`TinyLM`) is deliberately simple so that its reference and
-its tensor-parallel execution are independent computations: ``x = mean(E[prompt])``, then per
+its tensor-parallel execution are independent computations: ``x = E[last] + mean(E[context])``,
+then per
 layer ``x = x + tanh(x @ W1) @ W2`` with W1 column-sharded and W2 row-sharded over the TP group
-(the partial sums are what an AllReduce adds), ``logits = x @ E.T``, greedy next token, and the
-new token's embedding joins the running mean.
+(the partial sums are what an AllReduce adds), ``logits = U @ x`` with an untied output matrix U,
+greedy next token, which joins the context.
 """
 
 from __future__ import annotations
@@ -145,7 +146,8 @@ class TinyLM:
     def full_weights(self, seed: int) -> dict[str, np.ndarray]:
         rng = np.random.default_rng(seed)
         s = self.shape
-        out = {"emb": rng.standard_normal((s.vocab, s.hidden)).astype(np.float32)}
+        out = {"emb": rng.standard_normal((s.vocab, s.hidden)).astype(np.float32),
+               "out": rng.standard_normal((s.vocab, s.hidden)).astype(np.float32)}
         for i in range(s.layers):
             out[f"w1.{i}"] = (rng.standard_normal((s.hidden, s.mlp)) / math.sqrt(s.hidden)
                               ).astype(np.float32)
@@ -155,20 +157,22 @@ class TinyLM:
 
     def shard_numel(self) -> int:
         s = self.shape
-        return s.vocab * s.hidden + s.layers * 2 * s.hidden * (s.mlp // self.tp)
+        return 2 * s.vocab * s.hidden + s.layers * 2 * s.hidden * (s.mlp // self.tp)
 
     def pack_shard(self, full: dict[str, np.ndarray], rank: int) -> np.ndarray:
         s, m = self.shape, self.shape.mlp // self.tp
         cols = slice(rank * m, (rank + 1) * m)
-        parts = [full["emb"].ravel()]
+        parts = [full["emb"].ravel(), full["out"].ravel()]
         for i in range(s.layers):
             parts += [full[f"w1.{i}"][:, cols].ravel(), full[f"w2.{i}"][cols, :].ravel()]
         return np.concatenate(parts)
 
-    def _unpack(self, flat: np.ndarray) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+    def _unpack(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray,
+                                                 list[tuple[np.ndarray, np.ndarray]]]:
         s, m = self.shape, self.shape.mlp // self.tp
-        pos = s.vocab * s.hidden
-        emb = flat[:pos].reshape(s.vocab, s.hidden)
+        pos = 2 * s.vocab * s.hidden
+        emb = flat[:pos // 2].reshape(s.vocab, s.hidden)
+        out = flat[pos // 2:pos].reshape(s.vocab, s.hidden)
         layers = []
         for _ in range(s.layers):
             w1 = flat[pos:pos + s.hidden * m].reshape(s.hidden, m)  # (d, m/tp) column block
@@ -176,19 +180,18 @@ class TinyLM:
             w2 = flat[pos:pos + m * s.hidden].reshape(m, s.hidden)  # (m/tp, d) row block
             pos += m * s.hidden
             layers.append((w1, w2))
-        return emb, layers
+        return emb, out, layers
 
     @staticmethod
-    def _greedy(emb, layer_fn, prompt: list[int], max_new_tokens: int) -> list[int]:
+    def _greedy(emb, unemb, layer_fn, prompt: list[int], max_new_tokens: int) -> list[int]:
         total = emb[prompt].sum(axis=0)  # (d,)
-        count = len(prompt)
+        count, last = len(prompt), prompt[-1]
         out = []
         for _ in range(max_new_tokens):
-            x = total / count
-            x = layer_fn(x)
-            tok = int(np.argmax(emb @ x))  # (V,) logits; ties go to the lowest id
-            out.append(tok)
-            total = total + emb[tok]
+            x = layer_fn(emb[last] + total / count)  # (d,)
+            last = int(np.argmax(unemb @ x))  # (V,) logits; ties go to the lowest id
+            out.append(last)
+            total = total + emb[last]
             count += 1
         return out
 
@@ -199,19 +202,19 @@ class TinyLM:
             for i in range(self.shape.layers):
                 x = x + np.tanh(x @ full[f"w1.{i}"]) @ full[f"w2.{i}"]
             return x
-        return self._greedy(full["emb"], layers, prompt, max_new_tokens)
+        return self._greedy(full["emb"], full["out"], layers, prompt, max_new_tokens)
 
     def run_sharded(self, shards: list[np.ndarray], prompt: list[int],
                     max_new_tokens: int) -> list[int]:
         """Execution from the per-socket shards: each socket's partial, summed (AllReduce)."""
         unpacked = [self._unpack(f) for f in shards]
-        emb = unpacked[0][0]
+        emb, unemb = unpacked[0][0], unpacked[0][1]
 
         def layers(x):
             for i in range(self.shape.layers):
-                x = x + sum(np.tanh(x @ u[1][i][0]) @ u[1][i][1] for u in unpacked)
+                x = x + sum(np.tanh(x @ u[2][i][0]) @ u[2][i][1] for u in unpacked)
             return x
-        return self._greedy(emb, layers, prompt, max_new_tokens)
+        return self._greedy(emb, unemb, layers, prompt, max_new_tokens)
 
 
 # -- sizes ---------------------------------------------------------------------------------

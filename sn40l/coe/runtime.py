@@ -29,11 +29,12 @@ import numpy as np
 import ray
 
 from sn40l.coe.cache import ExpertCache
-from sn40l.coe.model import (ModelShape, TinyLM, generate_ns, kv_numel_per_socket, model_shape,
-                             shape_from_hf_config, tokenize, weight_numel_per_socket)
+from sn40l.coe.model import ModelShape, TinyLM, generate_ns, tokenize
 from sn40l.coe.placement import ExpertNeed, Group, PlacementPlan, plan as make_plan
-from sn40l.coe.registry import CoEConfig, ExpertSpec
+from sn40l.coe.registry import CoEConfig
 from sn40l.coe.router import CentroidRouter
+from sn40l.coe.sizing import (Segment, coe_needs, expert_segments, expert_shape,
+                              resident_bytes)
 from sn40l.coe.types import Home, SegmentRole, Weights
 from sn40l.errors import ConfigError
 from sn40l.socket.timing import transfer_ns
@@ -53,19 +54,6 @@ class ServeOptions:
         parts = [p for p, on in (("group", self.group_by_expert), ("prefetch", self.prefetch))
                  if on]
         return "+".join(parts) or "sequential"
-
-
-@dataclass(frozen=True)
-class Segment:
-    """One per-socket segment of an expert: its name suffix, role and element count."""
-
-    name: str
-    role: SegmentRole
-    numel: int
-
-    @property
-    def nbytes(self) -> int:
-        return self.numel * 2  # bf16
 
 
 @dataclass
@@ -147,9 +135,10 @@ class CoERuntime:
         self.owner = f"coe:{config.name}"
         self.prefix = f"coe/{config.name}"
         self.router = CentroidRouter(config)
-        self.shapes: dict[str, ModelShape] = {e.name: self._shape(e) for e in config.experts}
-        self.segments: dict[str, list[Segment]] = {e.name: self._segments(e)
-                                                   for e in config.experts}
+        self.shapes: dict[str, ModelShape] = {e.name: expert_shape(config, e)
+                                              for e in config.experts}
+        self.segments: dict[str, list[Segment]] = {
+            e.name: expert_segments(config, e, self.shapes[e.name]) for e in config.experts}
         self._tiny = {n: TinyLM(s, config.tp) for n, s in self.shapes.items()
                       if config.weights is Weights.RANDOM}
         self.plan_: PlacementPlan | None = None
@@ -162,48 +151,20 @@ class CoERuntime:
         self._head_cache: np.ndarray | None = None
         self.loaded = False
 
-    # -- model facts ----------------------------------------------------------------------
-    def _shape(self, e: ExpertSpec) -> ModelShape:
-        if e.preset:
-            shape = model_shape(e.preset)
-        elif e.checkpoint:
-            shape = shape_from_hf_config(e.checkpoint)
-        else:
-            raise ConfigError(f"expert {e.name!r}: pef = {e.pef!r} needs the compiler's "
-                              "artifact reader, which this build does not have; use preset or "
-                              "checkpoint")
-        if self.config.weights is Weights.RANDOM and shape.name != "tiny":
-            raise ConfigError(f"expert {e.name!r}: weights: random needs a model the runtime "
-                              f"executes for real (preset 'tiny'), got {shape.name!r}; use "
-                              "weights: phantom for large experts")
-        return shape
-
-    def _segments(self, e: ExpertSpec) -> list[Segment]:
-        shape, s = self.shapes[e.name], self.config.serving
-        return [Segment("weights", SegmentRole.WEIGHT, weight_numel_per_socket(shape, e.tp)),
-                Segment("kv", SegmentRole.STATE,
-                        kv_numel_per_socket(shape, e.tp, s.max_batch, s.max_context))]
-
     def needs(self) -> list[ExpertNeed]:
-        out = []
-        for e in self.config.experts:
-            w = sum(s.nbytes for s in self.segments[e.name] if s.role is SegmentRole.WEIGHT)
-            st = sum(s.nbytes for s in self.segments[e.name] if s.role is SegmentRole.STATE)
-            out.append(ExpertNeed(e.name, w, st, e.replicas, e.hot))
-        return out
+        return coe_needs(self.config)[0]
 
     def expert_bytes(self, name: str) -> int:
-        """HBM bytes per socket the expert takes when resident (its aligned segments)."""
-        from sn40l.coe.placement import aligned
-
-        return sum(aligned(s.nbytes) for s in self.segments[name])
+        """HBM bytes per socket the expert takes when resident."""
+        return resident_bytes(self.segments[name])
 
     # -- plan and load ----------------------------------------------------------------------
     def plan(self) -> PlacementPlan:
         """Capacity check and placement, on numbers only (raises CapacityError)."""
         if self.plan_ is None:
-            p = make_plan(self.needs(), self.profile, len(self.node_ids), self.config.tp,
-                          self.router.hbm_bytes_per_socket(), self.config.placement,
+            needs, router_bytes = coe_needs(self.config)
+            p = make_plan(needs, self.profile, len(self.node_ids), self.config.tp,
+                          router_bytes, self.config.placement,
                           self.config.cache.pin, what=f"CoE {self.config.name!r}")
             spn = self.profile.sockets_per_node
             groups = tuple(Group(g.gid, self.node_ids[g.node],
@@ -296,6 +257,20 @@ class CoERuntime:
         self.cluster.call("free_owner", self.owner, ranks=ranks, job=self.job)
         self._host.clear()
         self.loaded = False
+
+    def reset(self) -> None:
+        """Evict every unpinned expert (dirty state is copied back) and zero the metrics, so the
+        next batch starts from the cache state right after load. Clocks keep running."""
+        for gid, cache in self.caches.items():
+            for name in cache.resident():
+                if name not in cache.pinned():
+                    self._gnow[gid] = max(self._gnow[gid], self._evict(gid, name, wait=True))
+        self._pending.clear()
+        t = max(self._gnow.values())
+        for gid, cache in self.caches.items():
+            self._advance(gid, t)
+            cache.hits = cache.misses = 0
+        self.metrics = Metrics(load_ns=self.metrics.load_ns)
 
     # -- HBM cache --------------------------------------------------------------------------
     def _advance(self, gid: int, t: int) -> None:

@@ -1,0 +1,242 @@
+"""``sn40l coe bench``: the same CoE workload on SN40L and the DGX baselines, in modeled time.
+
+For each profile and expert count the benchmark sizes the CoE on numbers first (how many nodes
+it needs: SN40L holds experts in socket DDR, the DGX baselines in node host memory), brings up
+that many emulated nodes with phantom weights, loads the CoE, and serves ``rounds`` batches per
+(batch size, decode tokens, serving mode) from a cold cache (only the router resident).
+
+Workload (deterministic, seeded): each prompt asks expert *i* with probability proportional to
+1/(i+1) (Zipf, s=1), and is ``prompt_len`` words drawn from that expert's domain text, so the
+router sends it there. Latency per batch is modeled from the profiles only; wall time is
+reported apart.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+
+from sn40l.coe.placement import footprint, plan
+from sn40l.coe.registry import synthetic
+from sn40l.coe.sizing import coe_needs
+from sn40l.errors import CapacityError, ConfigError
+from sn40l.hardware.profile import load_profile
+
+MODES = {"sequential": (False, False), "group": (True, False), "prefetch": (False, True),
+         "group+prefetch": (True, True)}
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What to sweep. Every field has a default matching the issue's command line."""
+
+    experts: tuple[int, ...] = (10, 50, 100, 150)
+    expert_model: str = "llama2-7b"
+    batch: tuple[int, ...] = (1, 8)
+    tokens: tuple[int, ...] = (20, 200)
+    profiles: tuple[str, ...] = ("sn40l", "dgx-h100", "dgx-a100")
+    modes: tuple[str, ...] = ("sequential", "group+prefetch")
+    rounds: int = 4          # batches served per configuration, from a cold cache
+    prompt_len: int = 64     # tokens per prompt
+    tp: int = 8
+    seed: int = 0
+    router: str | None = "llama2-7b"  # the router's backbone preset (None: head only)
+
+    def check(self) -> None:
+        for m in self.modes:
+            if m not in MODES:
+                raise ConfigError(f"--modes: unknown mode {m!r}; modes: {', '.join(MODES)}")
+        for name, values in (("--experts", self.experts), ("--batch", self.batch),
+                             ("--tokens", self.tokens)):
+            if not values or any(v < 1 for v in values):
+                raise ConfigError(f"{name} needs whole numbers >= 1, got {list(values)}")
+        if self.rounds < 1:
+            raise ConfigError(f"--rounds must be >= 1, got {self.rounds}")
+        for p in self.profiles:
+            load_profile(p)
+
+
+def workload(n_experts: int, batch: int, rounds: int, prompt_len: int, seed: int
+             ) -> list[list[tuple[int, str]]]:
+    """``rounds`` batches of (intended expert index, prompt text)."""
+    rng = np.random.default_rng([seed, n_experts, batch])
+    p = 1.0 / np.arange(1, n_experts + 1)
+    p /= p.sum()
+    out = []
+    for _ in range(rounds):
+        picks = rng.choice(n_experts, size=batch, p=p)
+        out.append([(int(i), " ".join(f"topic{i:03d}{'abc'[j % 3]}" for j in range(prompt_len)))
+                    for i in picks])
+    return out
+
+
+def nodes_needed(config, profile, max_nodes: int = 64) -> int:
+    """Fewest nodes of ``profile`` that hold ``config`` (capacity check on numbers only)."""
+    needs, router_bytes = coe_needs(config)
+    for n in range(1, max_nodes + 1):
+        try:
+            plan(needs, profile, n, config.tp, router_bytes, config.placement,
+                 config.cache.pin)
+            return n
+        except CapacityError:
+            continue
+    raise CapacityError(f"CoE {config.name!r} does not fit {max_nodes} nodes of {profile.name}")
+
+
+def run_bench(cfg: BenchConfig, progress: Callable[[str], None] = print,
+              address: str | None = None) -> dict:
+    """Run the sweep on fresh emulated clusters; returns {"rows", "footprint", "wall_s"}."""
+    from sn40l.cluster import Cluster, ensure_ray
+    from sn40l.coe.runtime import CoERuntime, ServeOptions
+
+    cfg.check()
+    ensure_ray(address)
+    t_all = time.perf_counter()
+    rows, feet = [], []
+    total = (len(cfg.profiles) * len(cfg.experts) * len(cfg.batch) * len(cfg.tokens)
+             * len(cfg.modes))
+    done = 0
+    for prof_name in cfg.profiles:
+        profile = load_profile(prof_name)
+        cluster = None
+        try:
+            for n in cfg.experts:
+                coe = synthetic(n, cfg.expert_model, cfg.tp,
+                                router={"preset": cfg.router} if cfg.router else None,
+                                serving={"max_batch": max(cfg.batch),
+                                         "max_context": cfg.prompt_len + max(cfg.tokens)})
+                nodes = nodes_needed(coe, profile)
+                if cluster is None or cluster.spec.nodes != nodes:
+                    if cluster is not None:
+                        cluster.stop()
+                    cluster = Cluster.start(nodes=nodes, profile=profile,
+                                            name=f"coebench-{prof_name}")
+                needs, router_bytes = coe_needs(coe)
+                if n == max(cfg.experts):
+                    feet.append(footprint(profile, needs[0], cfg.tp, n, router_bytes))
+                rt = CoERuntime(cluster, coe)
+                info = rt.load()
+                progress(f"[{prof_name}] {n} x {cfg.expert_model} on {nodes} node(s): loaded "
+                         f"in {info['wall_s']:.1f} s wall")
+                try:
+                    for b in cfg.batch:
+                        batches = workload(n, b, cfg.rounds, cfg.prompt_len, cfg.seed)
+                        for t in cfg.tokens:
+                            for mode in cfg.modes:
+                                rt.reset()
+                                opts = ServeOptions(*MODES[mode])
+                                w0 = time.perf_counter()
+                                res = [rt.serve([p for _, p in batch], t, opts)
+                                       for batch in batches]
+                                misrouted = sum(r.expert != f"expert{i:03d}"
+                                                for batch, br in zip(batches, res)
+                                                for (i, _), r in zip(batch, br.requests))
+                                k = len(res)
+                                rows.append({
+                                    "profile": prof_name, "experts": n, "nodes": nodes,
+                                    "batch": b, "tokens": t, "mode": mode,
+                                    "latency_ms": sum(r.latency_ns for r in res) / k / 1e6,
+                                    "router_ms": sum(r.router_ns for r in res) / k / 1e6,
+                                    "switch_ms": sum(r.switch_ns for r in res) / k / 1e6,
+                                    "expert_ms": sum(r.expert_ns for r in res) / k / 1e6,
+                                    "hit_rate": rt.metrics.hit_rate,
+                                    "switches": rt.metrics.switches,
+                                    "copied_gb": rt.metrics.copied_in / 1e9,
+                                    "misrouted": misrouted,
+                                    "wall_s": time.perf_counter() - w0})
+                                done += 1
+                                progress(f"  [{done}/{total}] {prof_name} E={n} B={b} T={t} "
+                                         f"{mode}: {rows[-1]['latency_ms']:.1f} ms/batch "
+                                         f"(modeled), hit {rows[-1]['hit_rate']:.0%}")
+                finally:
+                    rt.unload()
+        finally:
+            if cluster is not None:
+                cluster.stop()
+    return {"config": asdict(cfg), "rows": rows, "footprint": feet,
+            "wall_s": time.perf_counter() - t_all}
+
+
+def format_table(result: dict) -> str:
+    """The benchmark as text: latency split per configuration, then the footprint report."""
+    head = ("PROFILE", "EXPERTS", "NODES", "BS", "TOKENS", "MODE", "LATENCY ms", "ROUTER ms",
+            "SWITCH ms", "EXPERT ms", "HIT", "WALL s")
+    lines = []
+    body = [(r["profile"], str(r["experts"]), str(r["nodes"]), str(r["batch"]), str(r["tokens"]),
+             r["mode"], f"{r['latency_ms']:.1f}", f"{r['router_ms']:.2f}",
+             f"{r['switch_ms']:.1f}", f"{r['expert_ms']:.1f}", f"{r['hit_rate']:.0%}",
+             f"{r['wall_s']:.2f}") for r in result["rows"]]
+    widths = [max(len(x[i]) for x in [head] + body) for i in range(len(head))]
+    for row in [head] + body:
+        lines.append("  ".join(c.rjust(w) if i > 5 or i in (1, 2, 3, 4) else c.ljust(w)
+                               for i, (c, w) in enumerate(zip(row, widths))))
+    lines.append("")
+    lines.append("FOOTPRINT (TP8; expert = weights + KV cache per TP group)")
+    fh = ("PROFILE", "HOME", "EXPERT GB", "PER NODE (home)", "PER NODE (HBM)",
+          "NODES FOR N (home)", "NODES FOR N (HBM)")
+    fb = [(f["profile"], f["home"], f"{f['expert_bytes'] / 1e9:.1f}",
+           str(f["experts_per_node_home"]), str(f["experts_per_node_hbm"]),
+           str(f["nodes_needed_home"]), str(f["nodes_needed_hbm"])) for f in result["footprint"]]
+    fw = [max(len(x[i]) for x in [fh] + fb) for i in range(len(fh))]
+    for row in [fh] + fb:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, fw)))
+    n = max(result["config"]["experts"])
+    lines.append(f"(N = {n} experts; modeled times from the profiles, wall time apart: "
+                 f"{result['wall_s']:.1f} s)")
+    return "\n".join(lines)
+
+
+def plot(result: dict, path: str) -> None:
+    """Latency vs experts per profile, and the router/switch/expert split (matplotlib)."""
+    try:
+        import matplotlib  # optional extra 'plot'; imported only when a plot is asked for
+    except ImportError:
+        raise ConfigError("--plot needs matplotlib: pip install 'sn40l[plot]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["rows"]
+    b, t = max(r["batch"] for r in rows), min(r["tokens"] for r in rows)
+    sel = [r for r in rows if r["batch"] == b and r["tokens"] == t]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5))
+    for prof in dict.fromkeys(r["profile"] for r in sel):
+        for mode in dict.fromkeys(r["mode"] for r in sel):
+            pts = [r for r in sel if r["profile"] == prof and r["mode"] == mode]
+            ax1.plot([r["experts"] for r in pts], [r["latency_ms"] for r in pts], marker="o",
+                     label=f"{prof} {mode}")
+    ax1.set_xlabel("experts")
+    ax1.set_ylabel(f"modeled latency per batch (ms), BS={b}, {t} tokens")
+    ax1.legend(fontsize=8)
+    ax1.grid(alpha=0.3)
+    n = max(r["experts"] for r in sel)
+    bars = [r for r in sel if r["experts"] == n]
+    labels = [f"{r['profile']}\n{r['mode']}" for r in bars]
+    x = np.arange(len(bars))
+    bottom = np.zeros(len(bars))
+    for key, color in (("router_ms", "tab:gray"), ("switch_ms", "tab:red"),
+                       ("expert_ms", "tab:blue")):
+        vals = np.array([r[key] for r in bars])
+        ax2.bar(x, vals, bottom=bottom, color=color, label=key.replace("_ms", ""))
+        bottom += vals
+    ax2.set_xticks(x, labels, fontsize=7)
+    ax2.set_ylabel("ms per batch (summed over groups)")
+    ax2.set_title(f"{n} experts: router / switch / expert")
+    ax2.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def parse_ints(text: str, what: str) -> tuple[int, ...]:
+    try:
+        vals = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(f"{what} = {text!r} must be comma-separated whole numbers, "
+                          "e.g. 10,50,100") from None
+    if not vals:
+        raise ConfigError(f"{what} is empty; give comma-separated whole numbers")
+    return vals
+
