@@ -1,0 +1,206 @@
+"""The CoE runtime on real socket actors: outputs equal each expert run alone, LRU order in HBM,
+read-only weights never copied back, refusal before any write, Samba-CoE scale in phantom with
+bounded host memory, two nodes, the DGX host-link baseline, and the bench CLI.
+
+Oracles: the unsharded numpy reference of each expert; modeled copy times from the shipped
+profile YAML read directly (bytes / bandwidth + latency); hand-worked LRU sequences."""
+
+from __future__ import annotations
+
+import json
+import math
+from importlib import resources
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sn40l.coe.model import TinyLM, kv_numel_per_socket, model_shape, tokenize
+from sn40l.coe.registry import load_registry, parse_registry, synthetic
+from sn40l.coe.runtime import CoERuntime, ServeOptions
+from sn40l.errors import CapacityError
+
+REPO = Path(__file__).resolve().parents[1]
+TINY4 = REPO / "deploy" / "coe" / "tiny4.yaml"
+GB = 10**9
+
+
+def _yaml(profile: str) -> dict:
+    text = resources.files("sn40l.hardware").joinpath(f"profiles/{profile}.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def _copy_ns(nbytes: int, gb_s: float, lat_ns: int) -> int:
+    return lat_ns + math.ceil(nbytes / (gb_s * GB) * 1e9)
+
+
+PROMPTS = {"math": "what is the integral of this equation",
+           "code": "my python loop has a bug",
+           "law": "the defendant lost the appeal in court",
+           "medicine": "patient symptom and dose"}
+
+
+def _reference(rt: CoERuntime, expert: str, prompt: str, n: int) -> list[int]:
+    tiny = TinyLM(model_shape("tiny"), 8)
+    return tiny.reference(tiny.full_weights(rt.expert_seed(expert)),
+                          tokenize(prompt, tiny.shape.vocab), n)
+
+
+def _owned(cluster, ranks, owner) -> int:
+    return sum(len(r) for r in cluster.call("regions", None, owner, ranks=ranks))
+
+
+def test_tiny_coe_outputs_lru_and_copy_back(cluster2x8):
+    cfg = load_registry(TINY4)  # cache.max_resident: 2
+    rt = CoERuntime(cluster2x8, cfg, nodes=[0])
+    rt.load()
+    try:
+        seq = ["math", "code", "law", "math", "medicine"]
+        res = rt.serve([PROMPTS[e] for e in seq], max_new_tokens=6)
+        assert [r.expert for r in res.requests] == seq
+        for e, r in zip(seq, res.requests):
+            assert r.tokens == _reference(rt, e, PROMPTS[e], 6)
+        assert [r.hit for r in res.requests] == [False] * 5  # every one was evicted or new
+        # LRU, hand-worked with 2 slots: [math code] -> law evicts math -> math evicts code
+        # -> medicine evicts law: [math medicine]
+        assert rt.caches[0].resident() == ["math", "medicine"]
+        for socket_view in rt.hbm_experts(0):
+            assert sorted(socket_view) == ["math", "medicine"]
+        again = rt.serve([PROMPTS["math"]], 3)
+        assert again.requests[0].hit and again.requests[0].switch_ns == 0
+        assert rt.caches[0].resident() == ["medicine", "math"]
+        # bytes copied back: only the dirty KV caches of the 3 evicted experts, never weights
+        kv = 2 * 2 * (64 // 8) * 8 * 64 * 2  # K,V x layers x kv_dim/tp x batch x context x bf16
+        assert kv == kv_numel_per_socket(model_shape("tiny"), 8, 8, 64) * 2
+        weights = rt.segments["math"][0].nbytes
+        assert res.copied_back == 3 * kv * 8  # with weights it would be 3 * (weights + kv) * 8
+        assert res.copied_in == 5 * (weights + kv) * 8
+        # modeled switch of the first miss: two segments back to back on the DMA engine
+        raw = _yaml("sn40l")["copy"]["ddr_to_hbm"]
+        assert (raw["bandwidth"]["value"], raw["latency"]["value"]) == ("125GB/s", "2us")
+        assert res.requests[0].switch_ns == _copy_ns(weights, 125, 2000) + _copy_ns(kv, 125, 2000)
+        # the read-only DDR homes are untouched
+        ddr = cluster2x8.call("regions", "ddr", rt.owner, ranks=[0])[0]
+        homes = {r["name"]: r for r in ddr}
+        w = homes[f"coe/{cfg.name}/math/weights"]
+        assert w["read_only"] and not w["dirty"]
+    finally:
+        rt.unload()
+    assert _owned(cluster2x8, range(8), rt.owner) == 0
+
+
+def test_too_large_coe_is_refused_before_anything_is_written(cluster2x8):
+    before = [len(r) for r in cluster2x8.call("regions", ranks=range(8))]
+    cfg = synthetic(200, "llama2-70b", 8, name="toolarge")
+    rt = CoERuntime(cluster2x8, cfg, nodes=[0])
+    with pytest.raises(CapacityError, match=r"DDR: needs [\d.]+ TiB .* has 12\.0 TiB"):
+        rt.load()
+    assert [len(r) for r in cluster2x8.call("regions", ranks=range(8))] == before
+
+
+def test_samba_coe_150_llama2_7b_phantom_on_one_node(cluster2x8):
+    ranks = cluster2x8.node_ranks(0)
+    rss0 = sum(p["rss"] for p in cluster2x8.call("ping", ranks=ranks))
+    cfg = synthetic(150, "llama2-7b", 8, name="samba150", router={"preset": "llama2-7b"})
+    shape = model_shape("llama2-7b")
+    assert 150 * shape.params > 10**12  # a trillion parameters
+    rt = CoERuntime(cluster2x8, cfg, nodes=[0])
+    rt.load()
+    try:
+        picks = [3, 77, 3, 149, 12, 77, 0, 5]
+        res = rt.serve([f"topic{i:03d}a topic{i:03d}b topic{i:03d}c" for i in picks], 4)
+        assert [r.expert for r in res.requests] == [f"expert{i:03d}" for i in picks]
+        assert [r.hit for r in res.requests] == [False, False, True, False, False, True,
+                                                 False, False]
+        w_bytes = 2 * -(-shape.params // 8)
+        kv_bytes = 2 * 32 * (4096 // 8) * 8 * 512 * 2
+        first = res.requests[0]
+        assert first.switch_ns == _copy_ns(w_bytes, 125, 2000) + _copy_ns(kv_bytes, 125, 2000)
+        # latency of the sequential baseline on one group is router + switches + experts
+        assert res.latency_ns == res.router_ns + res.switch_ns + res.expert_ns
+        st = cluster2x8.call("stats", ranks=ranks[:1])[0]["tiers"]
+        assert st["ddr"]["used"] >= 150 * (w_bytes + kv_bytes)
+        rss1 = sum(p["rss"] for p in cluster2x8.call("ping", ranks=ranks))
+        assert rss1 - rss0 < 500 * 2**20, f"actors grew by {(rss1 - rss0) / 2**20:.0f} MiB"
+    finally:
+        rt.unload()
+    assert _owned(cluster2x8, ranks, rt.owner) == 0
+
+
+def test_prefetch_and_grouping_beat_the_sequential_baseline(cluster2x8):
+    cfg = synthetic(10, "llama2-7b", 8, name="opt10")
+    rt = CoERuntime(cluster2x8, cfg, nodes=[0])
+    rt.load()
+    try:
+        prompts = [f"topic{i:03d}a topic{i:03d}b" for i in [1, 2, 1, 3, 2, 4, 1, 5]]
+        seq = rt.serve(prompts, 32)  # 32 tokens run longer than one 7B copy (~15.6 ms)
+        rt.reset()
+        assert rt.caches[0].resident() == []
+        opt = rt.serve(prompts, 32, ServeOptions(group_by_expert=True, prefetch=True))
+        assert [r.expert for r in opt.requests] == [r.expert for r in seq.requests]
+        assert opt.latency_ns < seq.latency_ns
+        # only the first expert's copy is exposed; the rest overlap the previous expert's run
+        first = min(opt.requests, key=lambda r: r.start_ns)
+        assert opt.switch_ns == first.switch_ns
+    finally:
+        rt.unload()
+
+
+def test_two_nodes_each_request_served_where_its_expert_lives(cluster2x8):
+    raw = yaml.safe_load(TINY4.read_text())
+    raw["name"] = "tiny4x2"
+    raw["cache"] = {}
+    cfg = parse_registry(raw)
+    rt = CoERuntime(cluster2x8, cfg)
+    rt.load()
+    try:
+        plan = rt.plan()
+        nodes_of = {e: {plan.groups[g].node for g in gids} for e, gids in plan.homes.items()}
+        assert {n for ns in nodes_of.values() for n in ns} == {0, 1}
+        seq = ["law", "math", "code", "medicine", "math"]
+        res = rt.serve([PROMPTS[e] for e in seq], 4)
+        for e, r in zip(seq, res.requests):
+            assert r.expert == e and {r.node} == nodes_of[e]
+            assert r.tokens == _reference(rt, e, PROMPTS[e], 4)
+        for g in plan.groups:
+            held = set(plan.experts_on(g.gid))
+            for view in rt.hbm_experts(g.gid):
+                assert set(view) == held & set(seq)
+        # work on the two nodes overlaps in modeled time
+        assert res.latency_ns < res.router_ns + res.switch_ns + res.expert_ns
+    finally:
+        rt.unload()
+    assert _owned(cluster2x8, range(16), rt.owner) == 0
+
+
+def test_dgx_baseline_switches_over_the_host_link(make_cluster):
+    cluster = make_cluster(profile="dgx-h100")
+    cfg = synthetic(4, "llama2-7b", 8, name="dgx4")
+    rt = CoERuntime(cluster, cfg)
+    rt.load()
+    res = rt.serve(["topic002a topic002b", "topic002a"], 2)
+    host = _yaml("dgx-h100")["links"]["host"]
+    assert (host["bandwidth"]["value"], host["latency"]["value"]) == ("64GB/s", "2us")
+    w, kv = (s.nbytes for s in rt.segments["expert002"])
+    assert res.requests[0].switch_ns == _copy_ns(w, 64, 2000) + _copy_ns(kv, 64, 2000)
+    assert res.requests[1].hit
+    st = cluster.call("stats", ranks=[0])[0]["tiers"]
+    assert st["ddr"]["capacity"] == 0 and st["ddr"]["used"] == 0
+
+
+def test_bench_cli_json_and_progress(ray_session, capsys):
+    from sn40l.cli import main
+
+    rc = main(["coe", "bench", "--experts", "4", "--batch", "2", "--tokens", "3",
+               "--profiles", "sn40l", "--rounds", "2", "--router", "none", "--json"])
+    out = capsys.readouterr()
+    assert rc == 0
+    assert "[2/2]" in out.err  # progress while running
+    data = json.loads(out.out)
+    assert [r["mode"] for r in data["rows"]] == ["sequential", "group+prefetch"]
+    for r in data["rows"]:
+        assert r["misrouted"] == 0 and r["nodes"] == 1
+        assert r["latency_ms"] == pytest.approx(r["router_ms"] + r["switch_ms"] + r["expert_ms"])
+    assert data["footprint"][0]["nodes_needed_home"] == 1
+    rc = main(["coe", "bench", "--experts", "x"])
+    assert rc == 1 and "--experts" in capsys.readouterr().err
