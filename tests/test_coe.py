@@ -192,7 +192,8 @@ def test_bench_cli_json_and_progress(ray_session, capsys):
     from sn40l.cli import main
 
     rc = main(["coe", "bench", "--experts", "4", "--batch", "2", "--tokens", "3",
-               "--profiles", "sn40l", "--rounds", "2", "--router", "none", "--json"])
+               "--profiles", "sn40l", "--rounds", "2", "--warmup", "1", "--router", "none",
+               "--json"])
     out = capsys.readouterr()
     assert rc == 0
     assert "[2/2]" in out.err  # progress while running
@@ -204,3 +205,26 @@ def test_bench_cli_json_and_progress(ray_session, capsys):
     assert data["footprint"][0]["nodes_needed_home"] == 1
     rc = main(["coe", "bench", "--experts", "x"])
     assert rc == 1 and "--experts" in capsys.readouterr().err
+
+
+def test_show_cli_and_demo_section(cluster2x8, capsys):
+    from sn40l.cli import main
+    from sn40l.coe import demo_section
+
+    assert main(["coe", "show", str(TINY4), "--nodes", "2", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert sorted(len(v) for v in shown["homes"].values()) == [1, 1, 1, 1]
+    assert {g for v in shown["homes"].values() for g in v} == {0, 1}
+
+    class Report:  # the shape of sn40l.demo.DemoReport
+        ok = True
+        rows: list = []
+
+        def add(self, *row):
+            self.rows.append(row)
+
+    report = Report()
+    rows = demo_section(cluster2x8, report)
+    assert report.ok and rows == report.rows and len(rows) == 5
+    assert "outputs equal each expert run alone: True" in rows[0][1]
+    assert _owned(cluster2x8, range(16), "coe:demo-samba150") == 0

@@ -52,7 +52,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="hardware profiles (comma-separated)")
     b.add_argument("--modes", default="sequential,group+prefetch",
                    help="serving modes: sequential, group, prefetch, group+prefetch")
-    b.add_argument("--rounds", type=int, default=4, help="batches per configuration (default 4)")
+    b.add_argument("--rounds", type=int, default=4,
+                   help="measured batches per configuration (default 4)")
+    b.add_argument("--warmup", type=int, default=8,
+                   help="batches served first to warm the cache, not measured (default 8)")
     b.add_argument("--prompt-len", type=int, default=64, help="tokens per prompt (default 64)")
     b.add_argument("--router", default="llama2-7b",
                    help="router backbone preset, or 'none' for the centroid head only")
@@ -165,7 +168,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         batch=parse_ints(args.batch, "--batch"), tokens=parse_ints(args.tokens, "--tokens"),
         profiles=tuple(p.strip() for p in args.profiles.split(",") if p.strip()),
         modes=tuple(m.strip() for m in args.modes.split(",") if m.strip()),
-        rounds=args.rounds, prompt_len=args.prompt_len,
+        rounds=args.rounds, warmup=args.warmup, prompt_len=args.prompt_len,
         router=None if args.router.lower() == "none" else args.router)
     cfg.check()
     if args.plot:  # fail before the sweep, not after it, when matplotlib is missing

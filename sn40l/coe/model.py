@@ -235,13 +235,18 @@ def kv_numel_per_socket(shape: ModelShape, tp: int, batch: int, context: int) ->
 # -- modeled time (fallback roofline until the compiler's artifacts give it) -----------------
 
 def _allreduce_ns(profile: Profile, nbytes: int, tp: int) -> int:
-    """Ring AllReduce of ``nbytes`` over ``tp`` sockets on the P2P link: 2(tp-1) steps of
-    nbytes/tp each (bandwidth term) plus 2(tp-1) link latencies (Patarasuk & Yuan 2009)."""
+    """AllReduce of ``nbytes`` over ``tp`` sockets on the P2P link, the faster of two algorithms
+    (as a communicator chooses by size, DESIGN.md): ring, 2(tp-1) steps of nbytes/tp each
+    (Patarasuk & Yuan 2009), and recursive doubling, log2(tp) steps of the whole message
+    (Thakur et al. 2005), which wins for the small activations of decode."""
     if tp <= 1:
         return 0
     link = profile.link("p2p")
     steps = 2 * (tp - 1)
-    return steps * link.latency_ns + -(-steps * nbytes * 10**9 // (tp * link.bandwidth))
+    ring = steps * link.latency_ns + -(-steps * nbytes * 10**9 // (tp * link.bandwidth))
+    rounds = (tp - 1).bit_length()
+    doubling = rounds * (link.latency_ns + -(-nbytes * 10**9 // link.bandwidth))
+    return min(ring, doubling)
 
 
 def step_ns(profile: Profile, shape: ModelShape, tp: int, batch: int, tokens: int,

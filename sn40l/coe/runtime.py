@@ -36,7 +36,7 @@ from sn40l.coe.router import CentroidRouter
 from sn40l.coe.sizing import (Segment, coe_needs, expert_segments, expert_shape,
                               resident_bytes)
 from sn40l.coe.types import Home, SegmentRole, Weights
-from sn40l.errors import ConfigError
+from sn40l.errors import CapacityError, ConfigError
 from sn40l.socket.timing import transfer_ns
 
 log = logging.getLogger("sn40l.coe")
@@ -267,8 +267,13 @@ class CoERuntime:
                     self._gnow[gid] = max(self._gnow[gid], self._evict(gid, name, wait=True))
         self._pending.clear()
         t = max(self._gnow.values())
-        for gid, cache in self.caches.items():
+        for gid in self.caches:
             self._advance(gid, t)
+        self.reset_metrics()
+
+    def reset_metrics(self) -> None:
+        """Zero the totals (and the caches' hit counters); the cache contents stay."""
+        for cache in self.caches.values():
             cache.hits = cache.misses = 0
         self.metrics = Metrics(load_ns=self.metrics.load_ns)
 
@@ -370,10 +375,6 @@ class CoERuntime:
                  ) -> tuple[list | None, int]:
         """Run one expert over prompts on its group: outputs (materialized) and modeled ns."""
         s = self.config.serving
-        plen = max(len(p) for p in prompts)
-        if plen + new_tokens > s.max_context:
-            raise ConfigError(f"prompt of {plen} tokens + {new_tokens} new tokens exceeds "
-                              f"serving.max_context = {s.max_context}")
         outs = None
         if name in self._tiny:
             ranks = self.plan_.groups[gid].ranks
@@ -399,12 +400,15 @@ class CoERuntime:
             raise ConfigError("serve() needs at least one prompt")
         if max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        plen = max(len(tokenize(p, self.router.spec.vocab)) for p in prompts)
+        if plen + max_new_tokens > self.config.serving.max_context:
+            raise ConfigError(f"a prompt of {plen} tokens + {max_new_tokens} new tokens exceeds "
+                              f"serving.max_context = {self.config.serving.max_context}")
         wall0 = time.perf_counter()
         plan = self.plan_
         t0 = max(self._gnow.values())
         experts = self.route(prompts)
         rgid = plan.router_gids[0]
-        plen = max(len(tokenize(p, self.router.spec.vocab)) for p in prompts)
         router_ns = self.router.cost_ns(self.profile, len(prompts), plen)
         self._advance(rgid, t0 + router_ns)
         route_end = t0 + router_ns
@@ -471,15 +475,18 @@ class CoERuntime:
                            time.perf_counter() - wall0)
 
     def _prefetch_next(self, order, targets, k: int, now: int) -> None:
-        """Start copying the next item's expert on its group's DMA engine (no clock move)."""
-        for (e, _), gid in list(zip(order, targets))[k + 1:]:
-            if e in self.caches[gid] or (gid, e) in self._pending:
+        """Start copying the expert of the next item bound for the same group on that group's
+        DMA engine (no clock move), protecting the expert about to run."""
+        gid = targets[k]
+        for (e, _), g in list(zip(order, targets))[k + 1:]:
+            if g != gid:
                 continue
-            current = frozenset({order[k][0]})
+            if e in self.caches[gid] or (gid, e) in self._pending:
+                return
             try:
-                end = self._switch_in(gid, e, max(self._gnow[gid], now) if gid == targets[k]
-                                      else self._gnow[gid], wait=False, protect=current)
-            except Exception as exc:  # noqa: BLE001 - no room to prefetch: the miss pays later
+                end = self._switch_in(gid, e, max(self._gnow[gid], now), wait=False,
+                                      protect=frozenset({order[k][0]}))
+            except CapacityError as exc:  # no room to prefetch: the miss pays later
                 log.debug("prefetch of %r into group %d skipped: %s", e, gid, exc)
                 return
             self._pending[(gid, e)] = end
