@@ -1,9 +1,36 @@
-"""Collective operations that SocketActor gains as a mixin (P2P channels, communicators).
-
-Filled in by the P2P/collectives work; until then the socket actor has no collective methods.
-"""
+"""Collective operations that SocketActor gains as a mixin: its P2P endpoint, its communicators
+and Ray-callable wrappers used by tests, benchmarks and the driver."""
 
 from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import ray
+
+from sn40l.collectives.channel import Endpoint, endpoint_address
+from sn40l.collectives.communicator import Communicator, Member
+from sn40l.collectives.types import Transport
+from sn40l.errors import ConfigError
+from sn40l.socket.tensor import Tensor
+
+
+def _tensor(obj: Any, dtype: str | None) -> Tensor:
+    if isinstance(obj, Tensor):
+        return obj
+    if isinstance(obj, dict):
+        if obj.get("data") is None:
+            return Tensor.phantom(obj["shape"], obj.get("dtype", dtype or "bf16"))
+        return Tensor.of(obj["data"], obj.get("dtype", dtype))
+    return Tensor.of(np.asarray(obj), dtype)
+
+
+def _wire(t: Tensor) -> dict:
+    return {"shape": list(t.shape), "dtype": t.dtype.name,
+            "data": None if t.is_phantom else t.data}
 
 
 class CollectiveOps:
@@ -11,3 +38,126 @@ class CollectiveOps:
 
     def __init__(self) -> None:
         super().__init__()
+        self._endpoint: Endpoint | None = None
+        self._comms: dict[str, Communicator] = {}
+        self._comm_lock = threading.Lock()
+        self._handles: dict[str, Any] = {}
+
+    # -- set-up ---------------------------------------------------------------------------
+    def _p2p(self) -> Endpoint:
+        with self._comm_lock:
+            if self._endpoint is None:
+                ep = Endpoint(endpoint_address(self.ident.cluster, self.ident.rank, os.getpid()))
+                ep.start()
+                self._endpoint = ep
+            return self._endpoint
+
+    def p2p_info(self) -> dict:
+        """Where this socket's endpoint is (started on first call)."""
+        ep = self._p2p()
+        return {**self.identity(), "address": ep.address}
+
+    def init_collective_group(self, name: str, index: int, members: list[dict],
+                              timeout_s: float = 30.0, transport: str = "shm") -> None:
+        """Join group ``name`` as member ``index`` (called on every member by create_group)."""
+        ep = self._p2p()
+        with self._comm_lock:
+            if name in self._comms:
+                raise ConfigError(f"collective group {name!r} already exists on socket "
+                                  f"{self.ident.label}; destroy it first or pick another name")
+            ms = [Member(i, m["rank"], m["node"], m["host"], m["pid"], m["address"],
+                         m["actor_name"]) for i, m in enumerate(members)]
+            self._comms[name] = Communicator(name, index, ms, self.socket, ep,
+                                             Transport.from_str(transport), timeout_s,
+                                             deliver_remote=self._deliver_remote)
+
+    def destroy_collective_group(self, name: str) -> bool:
+        with self._comm_lock:
+            comm = self._comms.pop(name, None)
+        if comm is not None:
+            comm.close()
+        return comm is not None
+
+    def communicator(self, name: str) -> Communicator:
+        """The communicator of group ``name`` on this socket (for code inside the actor)."""
+        try:
+            return self._comms[name]
+        except KeyError:
+            raise ConfigError(f"socket {self.ident.label} is not in collective group {name!r}; "
+                              f"its groups: {', '.join(sorted(self._comms)) or 'none'}") from None
+
+    def collective_groups(self) -> list[str]:
+        return sorted(self._comms)
+
+    # -- transport between hosts (Ray) ----------------------------------------------------
+    def p2p_deliver(self, message: list) -> None:
+        """Receive a message sent over the Ray transport."""
+        self._p2p().deliver(message)
+
+    def _deliver_remote(self, member: Member, message: list) -> None:
+        handle = self._handles.get(member.actor_name)
+        if handle is None:
+            handle = self._handles[member.actor_name] = ray.get_actor(member.actor_name,
+                                                                      namespace="sn40l")
+        handle.p2p_deliver.remote(message)
+
+    # -- Ray-callable wrappers ------------------------------------------------------------
+    def _timed(self, fn, job: int | None) -> dict:
+        self._check_job(job)
+        start = self.socket.clock.now
+        t0 = time.perf_counter()
+        out = fn()
+        return {"result": out, "start_ns": start, "end_ns": self.socket.clock.now,
+                "wall_s": time.perf_counter() - t0}
+
+    def allreduce(self, group: str, tensor: Any, op: str = "sum", dtype: str | None = None,
+                  algo: str = "auto", job: int | None = None) -> dict:
+        comm = self.communicator(group)
+        return self._timed(lambda: _wire(comm.allreduce(_tensor(tensor, dtype), op, algo)), job)
+
+    def reduce_scatter(self, group: str, tensor: Any, op: str = "sum",
+                       dtype: str | None = None, job: int | None = None) -> dict:
+        comm = self.communicator(group)
+        return self._timed(lambda: _wire(comm.reduce_scatter(_tensor(tensor, dtype), op)), job)
+
+    def allgather(self, group: str, tensor: Any, dtype: str | None = None,
+                  job: int | None = None) -> dict:
+        comm = self.communicator(group)
+        return self._timed(lambda: _wire(comm.allgather(_tensor(tensor, dtype))), job)
+
+    def broadcast(self, group: str, tensor: Any, root: int = 0, dtype: str | None = None,
+                  job: int | None = None) -> dict:
+        comm = self.communicator(group)
+        return self._timed(lambda: _wire(comm.broadcast(_tensor(tensor, dtype), root)), job)
+
+    def barrier(self, group: str, job: int | None = None) -> dict:
+        comm = self.communicator(group)
+        return self._timed(comm.barrier, job)
+
+    def p2p_send(self, group: str, tensor: Any, peer: int, dtype: str | None = None,
+                 job: int | None = None) -> dict:
+        comm = self.communicator(group)
+        return self._timed(lambda: comm.send(_tensor(tensor, dtype), peer), job)
+
+    def p2p_recv(self, group: str, peer: int, job: int | None = None) -> dict:
+        comm = self.communicator(group)
+        return self._timed(lambda: _wire(comm.recv(peer)), job)
+
+    def bench_allreduce(self, group: str, nbytes: int, iters: int = 5, warmup: int = 1,
+                        algo: str = "auto", phantom: bool = False) -> dict:
+        """Run ``iters`` AllReduces of ``nbytes`` (fp32) inside the actor: wall and modeled
+        seconds per iteration, without Ray call overhead."""
+        comm = self.communicator(group)
+        n = max(1, nbytes // 4)
+        t = (Tensor.phantom((n,), "fp32") if phantom else
+             Tensor.of(np.random.default_rng(comm.rank).standard_normal(n, dtype=np.float32)))
+        walls, modeled = [], []
+        for i in range(warmup + iters):
+            comm.barrier()
+            start = self.socket.clock.now
+            t0 = time.perf_counter()
+            comm.allreduce(t, "sum", algo)
+            if i >= warmup:
+                walls.append(time.perf_counter() - t0)
+                modeled.append(self.socket.clock.now - start)
+        return {"wall_s": walls, "modeled_ns": modeled}

@@ -2,33 +2,20 @@
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 
 import numpy as np
 
+from sn40l.choices import Choice
 from sn40l.errors import ConfigError
 
 
-class Tier(str, enum.Enum):
+class Tier(Choice):
     """A memory tier of one socket. ``str(Tier.HBM) == 'hbm'``."""
 
     SRAM = "sram"
     HBM = "hbm"
     DDR = "ddr"
-
-    def __str__(self) -> str:
-        return self.value
-
-    @classmethod
-    def from_str(cls, name: "str | Tier") -> "Tier":
-        if isinstance(name, Tier):
-            return name
-        try:
-            return cls(str(name).lower())
-        except ValueError:
-            raise ConfigError(f"unknown memory tier {name!r}; tiers: "
-                              f"{', '.join(t.value for t in cls)}") from None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,204 @@
+"""Collectives between real socket actors: results against numpy, bit-identical ranks, modeled
+time against the alpha-beta model from the profile's YAML, phantom = materialized timing,
+determinism, the Ray transport, and a peer killed mid-AllReduce."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from importlib import resources
+
+import numpy as np
+import pytest
+import ray
+import yaml
+
+from sn40l.collectives import create_group, destroy_group
+from sn40l.errors import CollectiveError, ConfigError
+
+RAW = yaml.safe_load(resources.files("sn40l.hardware").joinpath("profiles/sn40l.yaml").read_text())
+_names = itertools.count()
+
+
+def _group(cluster, ranks, **kw) -> str:
+    name = f"g{next(_names)}"
+    create_group(cluster, ranks, name, **kw)
+    return name
+
+
+def _call(cluster, ranks, method, name, inputs, **kw):
+    refs = [getattr(cluster.socket(r), method).remote(name, inputs[i], **kw)
+            for i, r in enumerate(ranks)]
+    return ray.get(refs, timeout=120)
+
+
+@pytest.mark.parametrize("ranks", [[0, 1], [2, 5, 9], list(range(8)), list(range(16))],
+                         ids=["n2", "n3-two-nodes", "n8", "n16-two-nodes"])
+@pytest.mark.parametrize("length", [1, 7, 1001, 65537])
+def test_allreduce_matches_numpy_and_is_bit_identical(cluster2x8, ranks, length):
+    name = _group(cluster2x8, ranks)
+    rng = np.random.default_rng(length)
+    xs = [rng.standard_normal(length).astype(np.float32) for _ in ranks]
+    algos = ["ring", "star", "oneshot"] if length in (7, 65537) else ["auto"]
+    try:
+        for algo in algos:
+            out = _call(cluster2x8, ranks, "allreduce", name, xs, algo=algo)
+            results = [o["result"]["data"] for o in out]
+            exact = np.sum(np.array(xs, dtype=np.float64), axis=0)
+            np.testing.assert_allclose(results[0], exact, rtol=1e-5, atol=1e-5 * len(ranks))
+            assert all(np.array_equal(results[0], r) for r in results), algo
+    finally:
+        destroy_group(cluster2x8, ranks, name)
+
+
+@pytest.mark.parametrize("op,ref", [("max", np.max), ("min", np.min)])
+def test_max_and_min(cluster2x8, op, ref):
+    ranks = [0, 3, 4]
+    name = _group(cluster2x8, ranks)
+    xs = [np.random.default_rng(i).integers(-50, 50, 13).astype(np.float32) for i in ranks]
+    try:
+        for algo in ("ring", "star"):
+            out = _call(cluster2x8, ranks, "allreduce", name, xs, op=op, algo=algo)
+            for o in out:
+                np.testing.assert_array_equal(o["result"]["data"], ref(np.array(xs), axis=0))
+    finally:
+        destroy_group(cluster2x8, ranks, name)
+
+
+def test_reduce_scatter_allgather_broadcast_barrier_send_recv(cluster2x8):
+    ranks = [1, 2, 3]
+    n = len(ranks)
+    name = _group(cluster2x8, ranks)
+    try:
+        xs = [np.arange(10 * 4, dtype=np.float32).reshape(10, 4) * (i + 1) for i in range(n)]
+        out = _call(cluster2x8, ranks, "reduce_scatter", name, xs)
+        total = sum(xs)
+        rows = [i * 10 // n for i in range(n + 1)]  # 10 rows over 3 members: 3, 3, 4
+        for i, o in enumerate(out):
+            np.testing.assert_array_equal(o["result"]["data"], total[rows[i]:rows[i + 1]])
+
+        blocks = [np.full((2, 3), i, dtype=np.float32) for i in range(n)]
+        for o in _call(cluster2x8, ranks, "allgather", name, blocks):
+            np.testing.assert_array_equal(o["result"]["data"], np.concatenate(blocks))
+
+        src = [np.arange(5, dtype=np.float32) * 7 if i == 1 else np.zeros(5, np.float32)
+               for i in range(n)]
+        for o in _call(cluster2x8, ranks, "broadcast", name, src, root=1):
+            np.testing.assert_array_equal(o["result"]["data"], src[1])
+
+        ray.get([cluster2x8.socket(r).barrier.remote(name) for r in ranks])
+
+        big = np.random.default_rng(3).standard_normal(100_003).astype(np.float32)  # 7 chunks
+        send = cluster2x8.socket(ranks[0]).p2p_send.remote(name, big, 2)
+        got = ray.get(cluster2x8.socket(ranks[2]).p2p_recv.remote(name, 0))
+        ray.get(send)
+        np.testing.assert_array_equal(got["result"]["data"], big)
+        assert got["end_ns"] > got["start_ns"]
+    finally:
+        destroy_group(cluster2x8, ranks, name)
+
+
+def test_bad_use_is_refused(cluster2x8):
+    name = _group(cluster2x8, [0, 1])
+    try:
+        with pytest.raises(ConfigError, match="already exists"):
+            create_group(cluster2x8, [0, 1], name)
+        with pytest.raises(ConfigError, match="unknown ReduceOp 'avg'; allowed: sum, max, min"):
+            ray.get(cluster2x8.socket(0).allreduce.remote(name, np.ones(3, np.float32),
+                                                          op="avg"))
+        with pytest.raises(ConfigError, match="not in collective group 'nope'"):
+            ray.get(cluster2x8.socket(0).barrier.remote("nope"))
+        with pytest.raises(ConfigError, match="distinct socket ranks"):
+            create_group(cluster2x8, [0, 0], "dup")
+    finally:
+        destroy_group(cluster2x8, [0, 1], name)
+
+
+def _quiet_allreduce(cluster, ranks, name, tensors, algo):
+    """Bring the members to one modeled time, run one AllReduce, return per-rank duration."""
+    t0 = max(cluster.call("now", ranks=ranks)) + 10**6
+    cluster.call("advance_to", t0, ranks=ranks)
+    out = _call(cluster, ranks, "allreduce", name, tensors, algo=algo)
+    assert all(o["start_ns"] == t0 for o in out)
+    return [o["end_ns"] - t0 for o in out]
+
+
+def test_ring_time_emerges_as_alpha_beta_and_phantom_matches(make_cluster):
+    """On a quiet group the modeled ring time equals 2(n-1)(alpha + S/(nB)) within 1%."""
+    assert RAW["links"]["p2p"]["bandwidth"]["value"] == "100GB/s"
+    assert RAW["links"]["p2p"]["latency"]["value"] == "1us"
+    alpha, bw = 1e-6, 100e9
+    cluster = make_cluster(nodes=1)
+    size = 8 * 2**20  # elements; BF16 on the device: S = 16 MiB
+    for n in (3, 8):
+        ranks = list(range(n))
+        name = _group(cluster, ranks)
+        expected_s = 2 * (n - 1) * (alpha + 2 * size / (n * bw))
+        mat = {"shape": [size], "dtype": "bf16", "data": np.ones(size, np.float32)}
+        phantom = {"shape": [size], "dtype": "bf16", "data": None}
+        for inputs in ([mat] * n, [phantom] * n):
+            for t in _quiet_allreduce(cluster, ranks, name, inputs, "ring"):
+                assert abs(t * 1e-9 - expected_s) / expected_s < 0.01, (n, t, expected_s)
+        destroy_group(cluster, ranks, name)
+
+
+def test_modeled_times_are_deterministic_and_phantom_equals_materialized(make_cluster):
+    runs = []
+    for _ in range(2):
+        cluster = make_cluster(nodes=1)
+        ranks = list(range(8))
+        name = _group(cluster, ranks)
+        times = []
+        for size in (5, 3000, 200_001):
+            mat = [np.ones(size, np.float32)] * 8
+            ph = [{"shape": [size], "dtype": "fp32", "data": None}] * 8
+            for inputs in (mat, ph):
+                times.append(_quiet_allreduce(cluster, ranks, name, inputs, "auto"))
+            out = _call(cluster, ranks, "allreduce", name, mat)  # clocks as they come
+            times.append([(o["start_ns"], o["end_ns"]) for o in out])
+        runs.append(times)
+        cluster.stop()
+    assert runs[0] == runs[1]
+    # each materialized run is followed by the phantom run of the same size: same durations
+    for mat, ph in zip(runs[0][::3], runs[0][1::3]):
+        assert mat == ph
+
+
+def test_ray_transport(cluster2x8):
+    ranks = [4, 10, 13]
+    name = _group(cluster2x8, ranks, transport="ray")
+    xs = [np.random.default_rng(i).standard_normal(70_001).astype(np.float32) for i in ranks]
+    try:
+        for algo in ("ring", "star"):
+            out = _call(cluster2x8, ranks, "allreduce", name, xs, algo=algo)
+            exact = np.sum(np.array(xs, dtype=np.float64), axis=0)
+            for o in out:
+                np.testing.assert_allclose(o["result"]["data"], exact, rtol=1e-5, atol=1e-4)
+            assert all(np.array_equal(out[0]["result"]["data"], o["result"]["data"]) for o in out)
+    finally:
+        destroy_group(cluster2x8, ranks, name)
+
+
+def test_dead_peer_raises_everywhere_and_survivors_carry_on(make_cluster):
+    cluster = make_cluster(nodes=1)
+    ranks = list(range(8))
+    name = _group(cluster, ranks, timeout_s=10.0)
+    x = np.ones(300_000, np.float32)
+    refs = [cluster.socket(r).allreduce.remote(name, x, algo="ring") for r in ranks[:7]]
+    time.sleep(0.5)
+    # the waiting sockets still answer while they are blocked inside a collective
+    t0 = time.monotonic()
+    assert ray.get(cluster.socket(0).ping.remote(), timeout=5)["rank"] == 0
+    assert time.monotonic() - t0 < 2
+    dead_pid = ray.get(cluster.socket(7).ping.remote())["pid"]
+    ray.kill(cluster.socket(7))
+    t0 = time.monotonic()
+    for ref in refs:
+        with pytest.raises(CollectiveError) as err:
+            ray.get(ref, timeout=30)
+        assert "rank 7" in str(err.value) and str(dead_pid) in str(err.value)
+    assert time.monotonic() - t0 < 10
+    survivors = ranks[:7]
+    again = _group(cluster, survivors)
+    out = _call(cluster, survivors, "allreduce", again, [x] * 7)
+    np.testing.assert_array_equal(out[0]["result"]["data"], x * 7)
