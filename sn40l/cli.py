@@ -26,16 +26,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "hw": ("sn40l.hardware.cli", "show hardware profiles and where each number comes from"),
     "cluster": ("sn40l.cluster.cli", "start, inspect and stop an emulated cluster"),
     "bench": ("sn40l.collectives.cli", "benchmarks of the P2P layer (bench allreduce)"),
-    "compile": ("sn40l.compiler.cli", "compile a model to a .pef artifact"),
-    "inspect": ("sn40l.compiler.cli", "print a .pef's kernels, memory needs and estimated time"),
-    "run": ("sn40l.cluster.run_cli", "run a compiled model (prefill + greedy decode)"),
-    "sbatch": ("sn40l.scheduler.cli", "submit a batch script"),
-    "srun": ("sn40l.scheduler.cli", "run tasks inside a job allocation"),
-    "squeue": ("sn40l.scheduler.cli", "list queued and running jobs"),
-    "scancel": ("sn40l.scheduler.cli", "cancel jobs"),
-    "sinfo": ("sn40l.scheduler.cli", "list partitions and nodes"),
-    "sacct": ("sn40l.scheduler.cli", "job accounting history"),
-    "scontrol": ("sn40l.scheduler.cli", "show and change jobs and nodes"),
     "coe": ("sn40l.coe.cli", "Composition-of-Experts runtime and benchmark"),
 }
 

@@ -6,8 +6,12 @@ Sections (each prints what it did, in modeled time, with wall time apart):
 2. a phantom Llama2-7B-sized expert (13.5 GB BF16) placed in DDR, sharded over node 0's 8
    sockets, then activated into HBM on all 8 in parallel: modeled copy time and node bandwidth;
 3. a materialized tensor round-tripped DDR -> HBM -> SRAM -> HBM -> DDR and checked intact;
+4. AllReduce peer to peer between the socket actors (TP8 on one node, TP16 over two), checked
+   against numpy;
+5. a Composition of Experts: tiny materialized experts checked against each expert alone, then
+   a phantom Samba-CoE of 150 Llama-2-7B experts;
 
-then a summary table. Later capabilities (collectives, compiled models, CoE) add sections.
+then a summary table.
 """
 
 from __future__ import annotations
@@ -124,7 +128,45 @@ def section_roundtrip(cluster, report: DemoReport) -> None:
                modeled=format_ns(back["end_ns"] - first["start_ns"]), wall=_wall(t0))
 
 
-SECTIONS: list[Callable] = [section_expert, section_roundtrip]
+def section_allreduce(cluster, report: DemoReport) -> None:
+    print("[4] TP8 AllReduce peer to peer between node 0's sockets, and TP16 over both nodes",
+          flush=True)
+    import ray
+
+    from sn40l.collectives import create_group, destroy_group
+
+    for ranks, label in ((cluster.node_ranks(0), "TP8"),
+                         (list(range(cluster.world_size)), f"TP{cluster.world_size}")):
+        name = f"demo-{label}"
+        create_group(cluster, ranks, name)
+        try:
+            xs = [np.random.default_rng(r).standard_normal(1 << 20).astype(np.float32)
+                  for r in ranks]
+            t0 = time.perf_counter()
+            out = ray.get([cluster.socket(r).allreduce.remote(name, x)
+                           for r, x in zip(ranks, xs)])
+            wall = _wall(t0)
+            exact = np.sum(np.array(xs, dtype=np.float64), axis=0)
+            same = all(np.array_equal(out[0]["result"]["data"], o["result"]["data"])
+                       for o in out)
+            close = bool(np.allclose(out[0]["result"]["data"], exact, rtol=1e-4, atol=1e-4))
+            report.ok &= same and close
+            # a collective is a sync point: count from when the last member arrived
+            modeled = max(o["end_ns"] for o in out) - max(o["start_ns"] for o in out)
+            report.add("allreduce", f"{label}: 4 MiB fp32 summed on {len(ranks)} sockets; equals "
+                       f"numpy: {close}; bit-identical on every socket: {same}",
+                       modeled=format_ns(modeled), wall=wall)
+        finally:
+            destroy_group(cluster, ranks, name)
+
+
+def section_coe(cluster, report: DemoReport) -> None:
+    from sn40l.coe import demo_section
+
+    demo_section(cluster, report)
+
+
+SECTIONS: list[Callable] = [section_expert, section_roundtrip, section_allreduce, section_coe]
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -202,3 +202,18 @@ def test_dead_peer_raises_everywhere_and_survivors_carry_on(make_cluster):
     again = _group(cluster, survivors)
     out = _call(cluster, survivors, "allreduce", again, [x] * 7)
     np.testing.assert_array_equal(out[0]["result"]["data"], x * 7)
+
+
+def test_bench_rows_follow_nccl_tests_definitions(cluster2x8):
+    from sn40l.collectives.bench import parse_sizes, run
+
+    assert parse_sizes("4K, 1M,64") == [4096, 2**20, 64]
+    with pytest.raises(ConfigError, match="'4X'"):
+        parse_sizes("4X")
+    rows = run(cluster2x8, list(range(4)), [4096, 2**20], iters=2)
+    for r in rows:
+        assert r["algbw_GBps"] == pytest.approx(r["bytes"] / r["wall_s"] / 1e9)
+        assert r["busbw_GBps"] == pytest.approx(r["algbw_GBps"] * 2 * 3 / 4)
+        assert r["modeled_s"] > 0 and r["bound_s"] > 0
+    # modeled 1 MiB ring on 4 sockets: 2*3*(1us + 1MiB/(4*100GB/s)); fp32 bytes as sent
+    assert rows[1]["modeled_s"] == pytest.approx(6 * (1e-6 + 2**20 / 4 / 100e9), rel=0.01)

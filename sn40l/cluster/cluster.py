@@ -283,7 +283,16 @@ class Cluster:
         return chrome_trace(by_socket)
 
     def stop(self) -> None:
-        """Kill every socket actor of this cluster."""
+        """Kill every socket actor of this cluster and remove their shared-memory segments."""
+        from sn40l.collectives.shm import sweep
+
+        pids = []
+        for h in self.handles:
+            if h is not None:
+                try:
+                    pids.append(ray.get(h.identity.remote(), timeout=2)["pid"])
+                except Exception:  # noqa: BLE001 - a dead socket has nothing to report
+                    pass
         for h in self.handles:
             if h is not None:
                 try:
@@ -293,3 +302,5 @@ class Cluster:
         deadline = time.monotonic() + 10
         while self.exists(self.spec.name) and time.monotonic() < deadline:
             time.sleep(0.05)
+        for pid in pids:
+            sweep(f"sn40l-{pid}-")

@@ -1,0 +1,50 @@
+"""``sn40l bench allreduce``: AllReduce wall and modeled performance over emulated sockets."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="benchmarks of the P2P layer")
+    verbs = p.add_subparsers(dest="verb", required=True)
+    ar = verbs.add_parser("allreduce", help="AllReduce: wall time, algbw/busbw, modeled time")
+    ar.add_argument("--sockets", type=int, default=8, help="sockets per node in the group")
+    ar.add_argument("--nodes", type=int, default=1, help="emulated nodes (group spans them)")
+    ar.add_argument("--sizes", default="4K,64K,1M,16M,64M", help="comma list: 4K,64K,1M,...")
+    ar.add_argument("--iters", type=int, default=5, help="timed iterations per size")
+    ar.add_argument("--profile", default="sn40l")
+    ar.add_argument("--json", action="store_true", help="print JSON rows")
+    ar.set_defaults(func=cmd_allreduce)
+
+
+def cmd_allreduce(args: argparse.Namespace) -> int:
+    from sn40l.cluster import Cluster, ensure_ray
+    from sn40l.collectives.bench import format_table, parse_sizes, run
+    from sn40l.errors import ConfigError
+
+    sizes = parse_sizes(args.sizes)
+    if not 2 <= args.sockets <= 16:
+        raise ConfigError(f"--sockets {args.sockets} is out of range; allowed 2 to 16")
+    if args.iters < 1:
+        raise ConfigError(f"--iters {args.iters} must be >= 1")
+    ensure_ray(None)
+    spn = 16 if args.sockets > 8 else 8
+    cluster = Cluster.start(nodes=args.nodes, sockets_per_node=spn, profile=args.profile,
+                            name=f"bench-{args.nodes}x{spn}")
+    try:
+        ranks = [n * spn + s for n in range(args.nodes) for s in range(args.sockets)]
+        progress = None if args.json else (
+            lambda r: print(f"  {r['bytes']} B done", file=sys.stderr, flush=True))
+        rows = run(cluster, ranks, sizes, args.iters, progress)
+    finally:
+        cluster.stop()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(f"AllReduce over {len(ranks)} sockets ({args.nodes} node(s)); wall = this machine, "
+              "modeled = SN40L virtual time; bound = (n-1)*S*(1/B_add + 1/B_copy) with numpy")
+        print(format_table(rows))
+    return 0
