@@ -40,6 +40,8 @@ def test_allreduce_matches_numpy_and_is_bit_identical(cluster2x8, ranks, length)
     rng = np.random.default_rng(length)
     xs = [rng.standard_normal(length).astype(np.float32) for _ in ranks]
     algos = ["ring", "star", "oneshot"] if length in (7, 65537) else ["auto"]
+    if len(ranks) == 16 and length > 1:
+        algos.append("hierarchical")
     try:
         for algo in algos:
             out = _call(cluster2x8, ranks, "allreduce", name, xs, algo=algo)
@@ -217,3 +219,24 @@ def test_bench_rows_follow_nccl_tests_definitions(cluster2x8):
         assert r["modeled_s"] > 0 and r["bound_s"] > 0
     # modeled 1 MiB ring on 4 sockets: 2*3*(1us + 1MiB/(4*100GB/s)); fp32 bytes as sent
     assert rows[1]["modeled_s"] == pytest.approx(6 * (1e-6 + 2**20 / 4 / 100e9), rel=0.01)
+
+
+def test_hierarchical_beats_the_flat_ring_across_nodes(cluster2x8):
+    ranks = list(range(16))
+    name = _group(cluster2x8, ranks)
+    size = 4 * 2**20
+    phantom = [{"shape": [size], "dtype": "bf16", "data": None}] * 16
+    try:
+        flat = max(_quiet_allreduce(cluster2x8, ranks, name, phantom, "ring"))
+        hier = max(_quiet_allreduce(cluster2x8, ranks, name, phantom, "hierarchical"))
+        auto = max(_quiet_allreduce(cluster2x8, ranks, name, phantom, "auto"))
+    finally:
+        destroy_group(cluster2x8, ranks, name)
+    assert hier < flat and auto == hier
+    with pytest.raises(ConfigError, match="does not span several nodes"):
+        name = _group(cluster2x8, [0, 1, 2])
+        try:
+            ray.get(cluster2x8.socket(0).allreduce.remote(name, np.ones(4, np.float32),
+                                                          algo="hierarchical"))
+        finally:
+            destroy_group(cluster2x8, [0, 1, 2], name)

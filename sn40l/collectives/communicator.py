@@ -69,6 +69,19 @@ class Member:
     actor_name: str
 
 
+@dataclass
+class _Work:
+    """Buffers of one collective op: this member's input, its shared segment and the array
+    over it (all None for phantom tensors), host and modeled bytes per element."""
+
+    seq: int
+    x: np.ndarray | None
+    seg: Segment | None
+    buf: np.ndarray | None
+    isz: int
+    item: int
+
+
 def _bounds(rows: int, parts: int) -> list[int]:
     """Row boundaries of ``parts`` near-equal pieces (pieces may be empty)."""
     return [i * rows // parts for i in range(parts + 1)]
@@ -230,7 +243,12 @@ class Communicator:
                            key=lambda lk: lk.latency_ns)
                 small = t.nbytes <= star_limit_bytes(self.world_size, link.latency_ns,
                                                      link.bandwidth)
-                algo = AllReduceAlgo.STAR if small else AllReduceAlgo.RING
+                if small:
+                    algo = AllReduceAlgo.STAR
+                elif self.node_layout() is not None:
+                    algo = AllReduceAlgo.HIERARCHICAL
+                else:
+                    algo = AllReduceAlgo.RING
             t0 = self.socket.clock.now
             if self.world_size == 1:
                 out = t
@@ -238,6 +256,11 @@ class Communicator:
                 out = self._oneshot(t, op, seq)
             elif algo is AllReduceAlgo.STAR:
                 out = self._star(t, op, seq)
+            elif algo is AllReduceAlgo.HIERARCHICAL:
+                if self.node_layout() is None:
+                    raise ConfigError(f"group {self.name!r} does not span several nodes with "
+                                      "equal members per node; use ring or star")
+                out = self._hierarchical(t, op, seq)
             else:
                 out = self._ring(t, op, seq, gather=True)
             self.socket.clock.record(f"{self.name} allreduce {algo}", "collective", "collective",
@@ -256,59 +279,101 @@ class Communicator:
                 return t
             return self._ring(t, op, seq, gather=False)
 
+    def _prepare(self, t: Tensor, seq: int) -> "_Work":
+        if t.is_phantom:
+            return _Work(seq, None, None, None, 0, t.dtype.itemsize)
+        x = np.ascontiguousarray(t.data).reshape(-1)
+        seg = self._buffer(seq % 2, x.nbytes)
+        return _Work(seq, x, seg, seg.view(0, (x.size,), x.dtype), x.dtype.itemsize,
+                     t.dtype.itemsize)
+
+    def _ring_rs(self, w: "_Work", op: ReduceOp, peers: list[int], b: list[int],
+                 src: np.ndarray | None, tag: int) -> None:
+        """Ring reduce-scatter over members ``peers`` (ring order) of the elements split at
+        bounds ``b``; afterwards this member's piece (its position in ``peers``) is reduced
+        in ``w.buf``. ``src`` holds this member's contribution (may be ``w.buf`` itself)."""
+        n, pos = len(peers), peers.index(self.rank)
+        right, left = peers[(pos + 1) % n], peers[(pos - 1) % n]
+        c = (pos - 1) % n
+        if w.buf is not None and src is not w.buf:
+            w.buf[b[c]:b[c + 1]] = src[b[c]:b[c + 1]]
+        self._post_piece(w, right, tag, b, c)
+        for k in range(n - 1):  # piece pos-k-2 gets the left neighbour's partial
+            view = self._take(left, w.seq, tag + k)
+            c = (pos - k - 2) % n
+            if w.buf is not None:
+                op.ufunc(src[b[c]:b[c + 1]], view, out=w.buf[b[c]:b[c + 1]])
+            if k < n - 2:
+                self._post_piece(w, right, tag + k + 1, b, c)
+
+    def _ring_ag(self, w: "_Work", peers: list[int], b: list[int], tag: int) -> None:
+        """Ring allgather: every member's reduced piece travels around the ring."""
+        n, pos = len(peers), peers.index(self.rank)
+        right, left = peers[(pos + 1) % n], peers[(pos - 1) % n]
+        self._post_piece(w, right, tag, b, pos)
+        for k in range(n - 1):
+            view = self._take(left, w.seq, tag + k)
+            c = (pos - 1 - k) % n
+            if w.buf is not None:
+                w.buf[b[c]:b[c + 1]] = view
+            if k < n - 2:
+                self._post_piece(w, right, tag + k + 1, b, c)
+
+    def _post_piece(self, w: "_Work", dst: int, tag: int, b: list[int], c: int) -> None:
+        data = None if w.buf is None else w.buf[b[c]:b[c + 1]]
+        self._post(dst, w.seq, tag, (b[c + 1] - b[c]) * w.item, seg=w.seg,
+                   offset=b[c] * w.isz, data=data)
+
     def _ring(self, t: Tensor, op: ReduceOp, seq: int, gather: bool) -> Tensor:
         n, r = self.world_size, self.rank
-        right, left = (r + 1) % n, (r - 1) % n
-        rows = t.shape[0] if t.shape else 1
-        row = t.numel // rows if rows else 0
+        peers = list(range(n))
         if gather:  # allreduce: split the flat tensor as finely as possible
             rows, row = t.numel, 1
+        else:  # reduce-scatter: split on axis 0
+            rows = t.shape[0]
+            row = t.numel // rows if rows else 0
         b = [x * row for x in _bounds(rows, n)]
-        item = t.dtype.itemsize  # modeled (emulated) bytes per element
-
-        def mbytes(c: int) -> int:
-            return (b[c + 1] - b[c]) * item
-
-        if t.is_phantom:
-            x = buf = seg = None
-            isz = 0
-        else:
-            x = np.ascontiguousarray(t.data).reshape(-1)
-            isz = x.dtype.itemsize
-            seg = self._buffer(seq % 2, x.size * isz)
-            buf = seg.view(0, (x.size,), x.dtype)
-
-        def post(tag: int, c: int) -> None:
-            data = None if buf is None else buf[b[c]:b[c + 1]]
-            self._post(right, seq, tag, mbytes(c), seg=seg, offset=b[c] * isz, data=data)
-
-        c = (r - 1) % n
-        if buf is not None:
-            buf[b[c]:b[c + 1]] = x[b[c]:b[c + 1]]
-        post(0, c)
-        for k in range(n - 1):  # reduce-scatter: chunk r-k-2 gets left's partial
-            view = self._take(left, seq, k)
-            c = (r - k - 2) % n
-            if buf is not None:
-                op.ufunc(x[b[c]:b[c + 1]], view, out=buf[b[c]:b[c + 1]])
-            if k < n - 2:
-                post(k + 1, c)
+        w = self._prepare(t, seq)
+        self._ring_rs(w, op, peers, b, w.x, tag=0)
         if not gather:  # this rank owns the fully reduced piece r
             shape = ((b[r + 1] - b[r]) // row if row else 0,) + tuple(t.shape[1:])
-            if buf is None:
+            if w.buf is None:
                 return Tensor.phantom(shape, t.dtype)
-            return t.like(buf[b[r]:b[r + 1]].reshape(shape).copy())
-        post(n - 1, r)
-        for k in range(n - 1):  # allgather: forward the reduced chunks around the ring
-            view = self._take(left, seq, n - 1 + k)
-            c = (r - 1 - k) % n
-            if buf is not None:
-                buf[b[c]:b[c + 1]] = view
-            if k < n - 2:
-                post(n + k, c)
-        if buf is None:
-            return t
-        return t.like(buf.reshape(t.shape).copy())
+            return t.like(w.buf[b[r]:b[r + 1]].reshape(shape).copy())
+        self._ring_ag(w, peers, b, tag=n)
+        return t if w.buf is None else t.like(w.buf.reshape(t.shape).copy())
+
+    def node_layout(self) -> list[list[int]] | None:
+        """Members by emulated node (each list in member order) when the group spans several
+        nodes with the same number of members on each; otherwise None."""
+        by_node: dict[int, list[int]] = {}
+        for m in self.members:
+            by_node.setdefault(m.node, []).append(m.index)
+        layout = [by_node[k] for k in sorted(by_node)]
+        if len(layout) < 2 or len({len(g) for g in layout}) != 1:
+            return None
+        return layout
+
+    def _hierarchical(self, t: Tensor, op: ReduceOp, seq: int) -> Tensor:
+        """Across nodes: ring reduce-scatter inside each node (P2P links), ring AllReduce of
+        each piece among the members holding it on every node (network links), ring allgather
+        inside each node. The network carries 2(m-1)/m of S/k per member instead of the
+        flat ring's every-step crossing."""
+        layout = self.node_layout()
+        assert layout is not None
+        mine = next(g for g in layout if self.rank in g)
+        k, pos = len(mine), mine.index(self.rank)
+        across = [g[pos] for g in layout]  # same position on every node
+        m = len(across)
+        b = _bounds(t.numel, k)
+        w = self._prepare(t, seq)
+        self._ring_rs(w, op, mine, b, w.x, tag=0)
+        lo, hi = b[pos], b[pos + 1]
+        sub = [lo + i * (hi - lo) // m for i in range(m + 1)]
+        self._ring_rs(w, op, across, sub, w.buf, tag=10_000)
+        self._ring_ag(w, across, sub, tag=20_000)
+        self._ring_ag(w, mine, b, tag=30_000)
+        return t if w.buf is None else t.like(w.buf.reshape(t.shape).copy())
 
     def _oneshot(self, t: Tensor, op: ReduceOp, seq: int) -> Tensor:
         n = self.world_size

@@ -28,9 +28,11 @@ class Transport(Choice):
 
 
 class AllReduceAlgo(Choice):
-    """AllReduce algorithms: ring for large messages, one-shot for small ones."""
+    """AllReduce algorithms: ring for large messages, star (or one-shot) for small ones,
+    hierarchical when a group spans nodes."""
 
     AUTO = "auto"
     RING = "ring"
     ONESHOT = "oneshot"
     STAR = "star"
+    HIERARCHICAL = "hierarchical"
