@@ -39,7 +39,7 @@ def test_allreduce_matches_numpy_and_is_bit_identical(cluster2x8, ranks, length)
     name = _group(cluster2x8, ranks)
     rng = np.random.default_rng(length)
     xs = [rng.standard_normal(length).astype(np.float32) for _ in ranks]
-    algos = ["ring", "star", "oneshot"] if length in (7, 65537) else ["auto"]
+    algos = ["ring", "star", "tree", "oneshot"] if length in (7, 65537) else ["auto"]
     if len(ranks) == 16 and length > 1:
         algos.append("hierarchical")
     try:

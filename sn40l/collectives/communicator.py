@@ -69,6 +69,9 @@ class Member:
     actor_name: str
 
 
+_DOWN = 1 << 20  # tag offset of the broadcast half of the tree algorithm
+
+
 @dataclass
 class _Work:
     """Buffers of one collective op: this member's input, its shared segment and the array
@@ -256,6 +259,8 @@ class Communicator:
                 out = self._oneshot(t, op, seq)
             elif algo is AllReduceAlgo.STAR:
                 out = self._star(t, op, seq)
+            elif algo is AllReduceAlgo.TREE:
+                out = self._tree(t, op, seq)
             elif algo is AllReduceAlgo.HIERARCHICAL:
                 if self.node_layout() is None:
                     raise ConfigError(f"group {self.name!r} does not span several nodes with "
@@ -422,6 +427,36 @@ class Communicator:
         for dst in range(1, n):
             self._post(dst, seq, 1, t.nbytes, seg=seg, data=buf)
         return t.like(None if buf is None else buf.reshape(t.shape).copy())
+
+    def _tree(self, t: Tensor, op: ReduceOp, seq: int) -> Tensor:
+        """Small tensors: reduce up a binomial tree to member 0, broadcast back down it
+        (2 log2(n) message hops on the critical path, one wake-up per hop)."""
+        n, r = self.world_size, self.rank
+        w = self._prepare(t, seq)
+        full = [0, t.numel]
+        if w.buf is not None:
+            w.buf[:] = w.x
+        d = 1
+        while d < n:  # reduce: at distance d, odd multiples send to their partner below
+            if r % (2 * d) == d:
+                self._post_piece(w, r - d, d, full, 0)
+                break
+            if r + d < n:
+                view = self._take(r + d, seq, d)
+                if w.buf is not None:
+                    op.ufunc(w.buf, view, out=w.buf)
+            d *= 2
+        d = 1 << max(0, (n - 1).bit_length() - 1)
+        while d >= 1:  # broadcast back down: holders (r % 2d == 0) send to r + d
+            if r % (2 * d) == 0:
+                if r + d < n:
+                    self._post_piece(w, r + d, _DOWN + d, full, 0)
+            elif r % (2 * d) == d:
+                view = self._take(r - d, seq, _DOWN + d)
+                if w.buf is not None:
+                    w.buf[:] = view
+            d //= 2
+        return t if w.buf is None else t.like(w.buf.reshape(t.shape).copy())
 
     def allgather(self, t: Tensor) -> Tensor:
         """Concatenate every member's tensor (same shape on all) along axis 0, in rank order."""

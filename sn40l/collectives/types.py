@@ -35,4 +35,5 @@ class AllReduceAlgo(Choice):
     RING = "ring"
     ONESHOT = "oneshot"
     STAR = "star"
+    TREE = "tree"
     HIERARCHICAL = "hierarchical"
