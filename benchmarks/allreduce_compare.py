@@ -1,0 +1,178 @@
+"""AllReduce side by side, in one run on this machine: sn40l's socket actors, torch.distributed
+with gloo, and mpi4py on Open MPI, 8 ranks each, float32, the same sizes. Not a test.
+
+torch and mpi4py are an optional extra (`pip install '.[bench]'`; Open MPI from Debian's
+`openmpi-bin libopenmpi-dev`); a baseline that is not installed is reported as such.
+
+    python benchmarks/allreduce_compare.py [--sizes 4K,64K,1M,16M,64M] [--ranks 8] [--iters 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.abspath(__file__)
+
+
+def _iters(size: int, iters: int) -> int:
+    return iters if size <= 16 * 2**20 else max(3, iters // 2)
+
+
+# -- torch.distributed (gloo) ---------------------------------------------------------------
+def _gloo_worker(rank: int, world: int, port: int, sizes: list[int], iters: int, out: str):
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=world)
+    results = {}
+    for size in sizes:
+        t = torch.ones(size // 4, dtype=torch.float32)
+        times = []
+        for i in range(_iters(size, iters) + 1):
+            dist.barrier()
+            t0 = time.perf_counter()
+            dist.all_reduce(t)
+            dt = torch.tensor([time.perf_counter() - t0], dtype=torch.float64)
+            dist.all_reduce(dt, op=dist.ReduceOp.MAX)  # an iteration ends with its slowest rank
+            if i:
+                times.append(float(dt))
+        results[size] = statistics.median(times)
+    if rank == 0:
+        with open(out, "w") as fh:
+            json.dump(results, fh)
+    dist.destroy_process_group()
+
+
+def run_gloo(world: int, sizes: list[int], iters: int) -> dict[int, float] | str:
+    try:
+        import torch.multiprocessing as mp
+    except ImportError:
+        return "torch not installed"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
+        out = fh.name
+    mp.spawn(_gloo_worker, args=(world, port, sizes, iters, out), nprocs=world, join=True)
+    with open(out) as fh:
+        return {int(k): v for k, v in json.load(fh).items()}
+
+
+# -- mpi4py on Open MPI ---------------------------------------------------------------------
+def _mpi_main(sizes: list[int], iters: int, out: str) -> None:
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    results = {}
+    for size in sizes:
+        send = np.ones(size // 4, np.float32)
+        recv = np.empty_like(send)
+        times = []
+        for i in range(_iters(size, iters) + 1):
+            comm.Barrier()
+            t0 = time.perf_counter()
+            comm.Allreduce(send, recv, op=MPI.SUM)
+            dt = comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
+            if i:
+                times.append(dt)
+        results[size] = statistics.median(times)
+    if comm.Get_rank() == 0:
+        with open(out, "w") as fh:
+            json.dump(results, fh)
+
+
+def run_mpi(world: int, sizes: list[int], iters: int) -> dict[int, float] | str:
+    mpirun = shutil.which("mpirun")
+    if mpirun is None:
+        return "Open MPI not installed"
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return "mpi4py not installed"
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
+        out = fh.name
+    cmd = [mpirun, "--allow-run-as-root", "--oversubscribe", "-n", str(world), sys.executable,
+           HERE, "--mpi-child", "--sizes", ",".join(map(str, sizes)), "--iters", str(iters),
+           "--out", out]
+    env = dict(os.environ, OMPI_MCA_btl="self,vader", OMPI_MCA_pml="ob1")
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    if res.returncode != 0:
+        return f"mpirun failed: {res.stderr.strip().splitlines()[-1:]}"
+    with open(out) as fh:
+        return {int(k): v for k, v in json.load(fh).items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", default="4K,64K,1M,16M,64M")
+    parser.add_argument("--ranks", type=int, default=8)
+    parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--mpi-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.mpi_child:
+        _mpi_main([int(s) for s in args.sizes.split(",")], args.iters, args.out)
+        return
+
+    import ray
+
+    from sn40l.cluster import Cluster, ensure_ray
+    from sn40l.collectives.bench import host_bandwidths, parse_sizes, run
+
+    sizes = parse_sizes(args.sizes)
+    n = args.ranks
+    print(f"AllReduce, {n} ranks, float32, on this machine ({os.cpu_count()} cores); "
+          "medians of the slowest rank per iteration", flush=True)
+    ensure_ray(None)
+    cluster = Cluster.start(nodes=1, sockets_per_node=8 if n <= 8 else 16, name="compare")
+    try:
+        ours = {r["bytes"]: r for r in run(cluster, list(range(n)), sizes, args.iters)}
+    finally:
+        cluster.stop()
+        ray.shutdown()
+    print("  sn40l done; torch gloo ...", flush=True)
+    gloo = run_gloo(n, sizes, args.iters)
+    print("  gloo done; Open MPI ...", flush=True)
+    mpi = run_mpi(n, sizes, args.iters)
+    b_add, b_copy = host_bandwidths()
+
+    def cell(res, size):
+        if isinstance(res, str):
+            return f"{'n/a':>10} {'':>7}"
+        t = res[size]
+        return f"{t * 1e3:>10.3f} {size / t * 2 * (n - 1) / n / 1e9:>7.3f}"
+
+    print(f"\n{'size':>6} | {'sn40l ms':>10} {'busbw':>7} | {'gloo ms':>10} {'busbw':>7} | "
+          f"{'MPI ms':>10} {'busbw':>7} | {'bound ms':>9} {'sn40l/bound':>11} | "
+          f"{'modeled us':>10}")
+    for size in sizes:
+        bound = (n - 1) * size * (1 / b_add + 1 / b_copy)
+        r = ours[size]
+        label = next((f"{size // m}{u}" for u, m in (("M", 2**20), ("K", 2**10))
+                      if size % m == 0 and size >= m), str(size))
+        print(f"{label:>6} | {r['wall_s'] * 1e3:>10.3f} {r['busbw_GBps']:>7.3f} | "
+              f"{cell(gloo, size)} | {cell(mpi, size)} | {bound * 1e3:>9.2f} "
+              f"{r['wall_s'] / bound:>11.2f} | {r['modeled_s'] * 1e6:>10.2f}")
+    for label, res in (("gloo", gloo), ("Open MPI", mpi)):
+        if isinstance(res, str):
+            print(f"{label}: {res}")
+    print("busbw in GB/s (nccl-tests: algbw * 2(n-1)/n); bound = (n-1)*S*(1/B_add + 1/B_copy) "
+          f"with numpy here: B_add {b_add / 1e9:.2f} GB/s, B_copy {b_copy / 1e9:.2f} GB/s; "
+          "modeled = SN40L virtual time")
+
+
+if __name__ == "__main__":
+    main()
