@@ -7,6 +7,7 @@ the process did not create when it exits. The creator unlinks its own segments o
 
 from __future__ import annotations
 
+import math
 import mmap
 import os
 
@@ -40,7 +41,7 @@ class Segment:
     def view(self, offset: int, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         """An array view of ``shape``/``dtype`` at byte ``offset`` (no copy)."""
         dtype = np.dtype(dtype)
-        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        count = math.prod(shape)
         return self.buf[offset: offset + count * dtype.itemsize].view(dtype).reshape(shape)
 
     def close(self) -> None:
