@@ -26,6 +26,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "hw": ("sn40l.hardware.cli", "show hardware profiles and where each number comes from"),
     "cluster": ("sn40l.cluster.cli", "start, inspect and stop an emulated cluster"),
     "bench": ("sn40l.collectives.cli", "benchmarks of the P2P layer (bench allreduce)"),
+    "compile": ("sn40l.compiler.cli", "compile a model preset to a .pef artifact"),
+    "inspect": ("sn40l.compiler.cli", "print a .pef's kernels, memory needs and estimated time"),
     "coe": ("sn40l.coe.cli", "Composition-of-Experts runtime and benchmark"),
 }
 

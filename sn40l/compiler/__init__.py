@@ -1,1 +1,19 @@
-"""Model graphs, tensor-parallel sharding, fusion, memory planning and the .pef artifact. Pure: no Ray."""
+"""Model graphs, tensor-parallel sharding, kernels, memory planning and the .pef artifact.
+
+Pure: nothing here imports Ray. ``compile_model(CompileConfig(...))`` returns an
+:class:`Artifact`; ``sn40l compile`` and ``sn40l inspect`` are the command line.
+"""
+
+from sn40l.compiler.models import PRESETS, ModelConfig, RopeScaling, preset
+from sn40l.compiler.pef import Artifact
+from sn40l.compiler.plan import CompileConfig, compile_plan
+from sn40l.compiler.types import FusionLevel, Mode, Orchestration
+
+
+def compile_model(cfg: CompileConfig) -> Artifact:
+    """Compile ``cfg`` into an artifact."""
+    return Artifact(compile_plan(cfg))
+
+
+__all__ = ["PRESETS", "ModelConfig", "RopeScaling", "preset", "Artifact", "CompileConfig",
+           "compile_plan", "compile_model", "FusionLevel", "Mode", "Orchestration"]
