@@ -1,9 +1,9 @@
 """What the CoE runtime needs to know about one expert model: its shape, its per-socket
 segments, a numpy reference of the small materialized model, and its modeled cost.
 
-The runtime is written against :class:`ExpertModel`; shapes come from the compiler's presets when
-``sn40l.compiler`` provides them and from :data:`FALLBACK_SHAPES` otherwise (Llama-family
-shapes from the models' published configs).
+The runtime is written against :class:`ExpertModel`; shapes come from the compiler's presets
+and, for models the compiler does not ship, from :data:`FALLBACK_SHAPES` (Llama-family shapes
+from the models' published configs).
 
 The small materialized expert (:class:`TinyLM`) is deliberately simple so that its reference and
 its tensor-parallel execution are independent computations: ``x = E[last] + mean(E[context])``,
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sn40l.compiler.models import PRESETS as COMPILER_PRESETS
 from sn40l.errors import ConfigError
 from sn40l.hardware.profile import Profile
 
@@ -53,8 +54,8 @@ class ModelShape:
         return 2 * self.vocab * self.hidden + self.hidden + self.layers * per_layer
 
 
-# Published configs (HF config.json of each model). Used only when the compiler's presets are
-# not importable; the compiler's PRESETS win when present.
+# Published configs (HF config.json of each model) the compiler does not ship, and the CoE's
+# materialized test expert.
 FALLBACK_SHAPES: dict[str, ModelShape] = {s.name: s for s in (
     ModelShape("llama2-7b", 32, 4096, 32, 32, 11008, 32000),
     ModelShape("llama2-13b", 40, 5120, 40, 40, 13824, 32000),
@@ -66,29 +67,17 @@ FALLBACK_SHAPES: dict[str, ModelShape] = {s.name: s for s in (
 
 
 def model_shape(preset: str) -> ModelShape:
-    """The shape of a named preset (compiler presets first, then the fallback table)."""
-    try:
-        from sn40l.compiler import PRESETS  # type: ignore[attr-defined]
-    except ImportError:
-        PRESETS = {}
-    if preset in PRESETS:
-        cfg = PRESETS[preset]
-        get = (lambda k, d=None: cfg.get(k, d)) if isinstance(cfg, dict) else (
-            lambda k, d=None: getattr(cfg, k, d))
-        try:
-            layers = get("layers") or get("n_layers") or get("num_hidden_layers")
-            hidden = get("hidden") or get("dim") or get("hidden_size")
-            heads = get("heads") or get("n_heads") or get("num_attention_heads")
-            kv = get("kv_heads") or get("n_kv_heads") or get("num_key_value_heads") or heads
-            mlp = get("mlp") or get("ffn") or get("intermediate_size") or get("ffn_dim")
-            vocab = get("vocab") or get("vocab_size")
-            if all(isinstance(v, int) for v in (layers, hidden, heads, kv, mlp, vocab)):
-                return ModelShape(preset, layers, hidden, heads, kv, mlp, vocab)
-        except (TypeError, AttributeError):
-            pass
+    """The shape of a named preset: the CoE's own ``tiny`` test expert (:class:`TinyLM`), then
+    the compiler's presets, then the published shapes the compiler does not ship."""
+    if preset == "tiny":
+        return FALLBACK_SHAPES["tiny"]
+    cfg = COMPILER_PRESETS.get(preset)
+    if cfg is not None:
+        return ModelShape(preset, cfg.layers, cfg.hidden, cfg.heads, cfg.kv_heads,
+                          cfg.intermediate, cfg.vocab)
     if preset in FALLBACK_SHAPES:
         return FALLBACK_SHAPES[preset]
-    known = sorted(set(FALLBACK_SHAPES) | set(PRESETS))
+    known = sorted(set(FALLBACK_SHAPES) | set(COMPILER_PRESETS))
     raise ConfigError(f"unknown expert preset {preset!r}; presets: {', '.join(known)}")
 
 
