@@ -111,6 +111,7 @@ class Communicator:
         self._seq = itertools.count()
         self._pair_seq: dict[tuple[int, int], itertools.count] = {}
         self._own: dict[int, Segment] = {}
+        self._retired: list[Segment] = []
         self._peers: dict[str, Segment] = {}
         self._generation = itertools.count()
         self._broken: str | None = None
@@ -125,10 +126,10 @@ class Communicator:
         seg = self._own.get(parity)
         if seg is None or seg.size < nbytes:
             if seg is not None:
-                self._retired = getattr(self, "_retired", []) + [seg]  # peers may still map it
+                self._retired.append(seg)  # peers may still read it: closed with the group
             size = max(4096, 1 << max(0, (nbytes - 1).bit_length()))
-            me = self.members[self.rank]
-            seg = Segment(f"sn40l-{os.getpid()}-{me.rank}-{abs(hash(self.name)) % 10**8}-"
+            # the pid prefix lets Cluster.stop sweep what a killed socket left behind
+            seg = Segment(f"sn40l-{os.getpid()}-{self.members[self.rank].rank}-{id(self):x}-"
                           f"{next(self._generation)}", size, create=True)
             self._own[parity] = seg
         return seg
@@ -575,7 +576,7 @@ class Communicator:
                               f"(members 0..{self.world_size - 1}, this is {self.rank})")
 
     def close(self) -> None:
-        for seg in list(self._own.values()) + getattr(self, "_retired", []):
+        for seg in list(self._own.values()) + self._retired:
             seg.close()
         for seg in self._peers.values():
             seg.close()
