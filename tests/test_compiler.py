@@ -25,8 +25,8 @@ def test_presets_have_the_published_parameter_counts(name, params):
 
 
 def test_sharding_replicates_kv_heads_and_pads_the_vocabulary():
-    s = shard_shapes(preset("tiny"), 8)  # 8 heads, 2 KV heads, vocab 97
-    assert s["heads"] == 1 and s["kv_heads"] == 1 and s["kv_replication"] == 4
+    s = shard_shapes(preset("tiny"), 8)  # 16 heads, 2 KV heads, vocab 97
+    assert s["heads"] == 2 and s["kv_heads"] == 1 and s["kv_replication"] == 4
     assert s["vocab"] == 13 and s["vocab_padded"] == 104
     s16 = shard_shapes(preset("llama3.1-8b"), 16)
     assert s16["kv_heads"] == 1 and s16["kv_replication"] == 2 and s16["intermediate"] == 896
@@ -82,8 +82,8 @@ def test_pef_round_trip_and_refusals(tmp_path):
 
 
 def test_bad_configs_are_refused_with_what_is_allowed():
-    with pytest.raises(CompileError, match=r"allowed TP: \[1, 2, 4, 8\]"):
-        compile_model(CompileConfig("tiny", tp=16, nodes=2))
+    with pytest.raises(CompileError, match=r"allowed TP: \[1, 2, 4, 8, 16\]"):
+        compile_model(CompileConfig("tiny", tp=32, nodes=2))
     with pytest.raises(ConfigError, match="unknown model preset 'gpt5'"):
         compile_model(CompileConfig("gpt5"))
     with pytest.raises(ConfigError, match="allowed 1 to 4096"):

@@ -83,9 +83,9 @@ PRESETS: dict[str, ModelConfig] = {m.name: m for m in (
     ModelConfig("llama3.1-405b", 126, 16384, 128, 8, 53248, 128256, 500000.0, _L31,
                 max_position=131072),
     ModelConfig("mistral-7b", 32, 4096, 32, 8, 14336, 32000, max_position=32768),
-    # Tiny models for tests: GQA with 2 KV heads (fewer than TP 8), a prime vocabulary that no
-    # TP size divides, and llama3 RoPE scaling.
-    ModelConfig("tiny", 2, 64, 8, 2, 96, 97, 500000.0,
+    # Tiny models for tests: 16 heads (TP up to 16), GQA with 2 KV heads (fewer than TP 8),
+    # a prime vocabulary that no TP size divides, and llama3 RoPE scaling.
+    ModelConfig("tiny", 2, 64, 16, 2, 96, 97, 500000.0,
                 RopeScaling(8.0, 1.0, 4.0, 32), norm_eps=1e-5, max_position=256),
     ModelConfig("tiny-mha", 2, 32, 4, 4, 64, 61, max_position=128),
 )}

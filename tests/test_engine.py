@@ -1,0 +1,122 @@
+"""The tile engine on socket actors: greedy tokens and logits of a tiny Llama (GQA with fewer KV
+heads than TP ranks, a vocabulary no TP size divides, llama3 RoPE scaling) at TP1, TP2, TP8 and
+TP16 over two nodes, against a float64 numpy reference written here, independently."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from sn40l.compiler import CompileConfig, compile_model, preset
+from sn40l.cluster.runner import ModelRunner
+from sn40l.errors import ConfigError
+from sn40l.socket.engine import random_weights
+
+PROMPT, NEW = [3, 14, 15, 92, 65], 6
+
+
+def _inv_freq(m) -> np.ndarray:
+    """Llama 3.1 RoPE frequencies (Meta's reference apply_scaling, re-derived)."""
+    base = 1.0 / m.rope_theta ** (np.arange(0, m.head_dim, 2) / m.head_dim)
+    sc = m.rope_scaling
+    out = []
+    for f in base:
+        wavelen = 2 * math.pi / f
+        if wavelen < sc.original_max_position / sc.high_freq_factor:
+            out.append(f)
+        elif wavelen > sc.original_max_position / sc.low_freq_factor:
+            out.append(f / sc.factor)
+        else:
+            s = (sc.original_max_position / wavelen - sc.low_freq_factor) / (
+                sc.high_freq_factor - sc.low_freq_factor)
+            out.append((1 - s) * f / sc.factor + s * f)
+    return np.array(out)
+
+
+def reference_generate(m, w: dict, prompt: list[int], new: int):
+    """Full-sequence float64 forward (no KV cache) for every generated token."""
+    w = {k: v.astype(np.float64) for k, v in w.items()}
+    inv = _inv_freq(m)
+    hd, g = m.head_dim, m.heads // m.kv_heads
+    seq, all_logits = list(prompt), []
+
+    def norm(x, wt):
+        return x / np.sqrt((x * x).mean(-1, keepdims=True) + m.norm_eps) * wt
+
+    def rope(x, n):  # x: (n, heads, hd)
+        ang = np.arange(n)[:, None] * inv[None, :]
+        c, s = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
+        a, b = x[..., : hd // 2], x[..., hd // 2:]
+        return np.concatenate([a * c - b * s, a * s + b * c], -1)
+
+    for _ in range(new):
+        n = len(seq)
+        x = w["embed"][seq]
+        for i in range(m.layers):
+            p = f"layers.{i}."
+            h = norm(x, w[p + "attn_norm"])
+            q = rope((h @ w[p + "wq"]).reshape(n, m.heads, hd), n)
+            k = rope((h @ w[p + "wk"]).reshape(n, m.kv_heads, hd), n)
+            v = (h @ w[p + "wv"]).reshape(n, m.kv_heads, hd)
+            out = np.zeros((n, m.heads, hd))
+            mask = np.triu(np.full((n, n), -np.inf), 1)
+            for head in range(m.heads):
+                sc = q[:, head] @ k[:, head // g].T / math.sqrt(hd) + mask
+                pr = np.exp(sc - sc.max(-1, keepdims=True))
+                out[:, head] = (pr / pr.sum(-1, keepdims=True)) @ v[:, head // g]
+            x = x + out.reshape(n, -1) @ w[p + "wo"]
+            h = norm(x, w[p + "mlp_norm"])
+            gate = h @ w[p + "w_gate"]
+            x = x + (gate / (1 + np.exp(-gate)) * (h @ w[p + "w_up"])) @ w[p + "w_down"]
+        logits = norm(x[-1], w["final_norm"]) @ w["lm_head"]
+        all_logits.append(logits)
+        seq.append(int(np.argmax(logits)))
+    return seq[len(prompt):], all_logits
+
+
+@pytest.fixture(scope="module")
+def reference():
+    m = preset("tiny")
+    return reference_generate(m, random_weights(m, seed=7), PROMPT, NEW)
+
+
+@pytest.mark.parametrize("tp,nodes", [(1, 1), (2, 1), (8, 1), (16, 2)],
+                         ids=["tp1", "tp2", "tp8", "tp16-two-nodes"])
+def test_tokens_and_logits_match_the_float64_reference(cluster2x8, reference, tp, nodes):
+    m = preset("tiny")
+    assert m.kv_heads == 2 and m.vocab % 8  # KV heads replicated at TP8/16, vocab padded
+    art = compile_model(CompileConfig("tiny", tp=tp, nodes=nodes, seq_len=32))
+    ranks = (list(range(tp)) if nodes == 1
+             else [n * 8 + s for n in range(2) for s in range(tp // 2)])
+    runner = ModelRunner(cluster2x8, ranks, art, seed=7, tag=f"tiny{tp}x{nodes}")
+    runner.load()
+    try:
+        res = runner.generate(PROMPT, NEW, keep_logits=True)
+    finally:
+        runner.unload()
+    tokens, logits = reference
+    assert res.tokens == tokens
+    for got, want in zip(res.logits, logits):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    assert res.ttft_ns > 0 and len(res.decode_ns) == NEW - 1
+
+
+def test_phantom_llama2_7b_decodes_with_modeled_time_and_bad_input_is_refused(cluster2x8):
+    art = compile_model(CompileConfig("llama2-7b", tp=8, seq_len=256))
+    runner = ModelRunner(cluster2x8, list(range(8, 16)), art, weights="phantom", tag="p7b")
+    runner.load()
+    try:
+        res = runner.generate([1, 2, 3], 8)
+        assert len(res.tokens) == 8
+        # fused decode of a 7B model on 8 sockets: weight streaming bound, ~1.7 GB per socket
+        per_socket = art.hbm_bytes_per_socket
+        floor_ns = per_socket / (1.8e12 * 0.85) * 1e9 * 0.9
+        assert min(res.decode_ns) > floor_ns
+        with pytest.raises(Exception, match="prompt ids must be"):
+            runner.generate([40000], 1)
+    finally:
+        runner.unload()
+    with pytest.raises(ConfigError, match="compiled for TP 8"):
+        ModelRunner(cluster2x8, [0, 1], art)
