@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("sn40l.collectives.cli", "benchmarks of the P2P layer (bench allreduce)"),
     "compile": ("sn40l.compiler.cli", "compile a model preset to a .pef artifact"),
     "inspect": ("sn40l.compiler.cli", "print a .pef's kernels, memory needs and estimated time"),
+    "run": ("sn40l.cluster.run_cli", "run a compiled model (prefill + greedy decode)"),
     "coe": ("sn40l.coe.cli", "Composition-of-Experts runtime and benchmark"),
 }
 

@@ -120,3 +120,37 @@ def test_phantom_llama2_7b_decodes_with_modeled_time_and_bad_input_is_refused(cl
         runner.unload()
     with pytest.raises(ConfigError, match="compiled for TP 8"):
         ModelRunner(cluster2x8, [0, 1], art)
+
+
+def test_phantom_405b_on_16_sockets_costs_little_host_memory(cluster2x8):
+    art = compile_model(CompileConfig("llama3.1-405b", tp=16, nodes=2, seq_len=1024))
+    before = [p["rss"] for p in cluster2x8.call("ping")]
+    runner = ModelRunner(cluster2x8, list(range(16)), art, weights="phantom", tag="p405")
+    runner.load()
+    try:
+        res = runner.generate([1, 2], 3)
+        after = [p["rss"] for p in cluster2x8.call("ping")]
+        hbm = cluster2x8.call("stats", ranks=[0])[0]["tiers"]["hbm"]["used"]
+    finally:
+        runner.unload()
+    assert hbm >= art.hbm_bytes_per_socket - art.plan["memory"]["symbols"][-1]["bytes"] - 2**30
+    assert max(a - b for a, b in zip(after, before)) < 64 * 2**20  # 48 GiB of weights/socket
+    assert 20 < res.tokens_per_s_per_user < 40  # 405B at TP16: ~30 tokens/s/user modeled
+
+
+def test_run_cli_matches_the_reference(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    m = preset("tiny")
+    want, _ = reference_generate(m, random_weights(m, seed=0), [3, 14, 15], 4)
+    out = subprocess.run([sys.executable, "-m", "sn40l.cli", "run", "tiny", "--tp", "2",
+                          "--seq-len", "32", "--prompt-ids", "3,14,15", "--max-new-tokens", "4",
+                          "--json"], capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout[out.stdout.index("{"):])
+    assert got["tokens"] == want and got["tp"] == 2 and got["wall_s"] > 0
+    bad = subprocess.run([sys.executable, "-m", "sn40l.cli", "run", str(tmp_path / "x.pef"),
+                          "--prompt-ids", "1"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "cannot read" in bad.stderr
