@@ -154,3 +154,21 @@ def test_run_cli_matches_the_reference(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "sn40l.cli", "run", str(tmp_path / "x.pef"),
                           "--prompt-ids", "1"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "cannot read" in bad.stderr
+
+
+def test_sockets_allocate_what_the_artifact_states(cluster2x8):
+    art = compile_model(CompileConfig("tiny", tp=8, seq_len=32))
+    runner = ModelRunner(cluster2x8, list(range(8)), art, tag="acct")
+    runner.load()
+    try:
+        stats = cluster2x8.call("stats", ranks=list(range(8)))
+        regions = cluster2x8.call("regions", "hbm", "acct", ranks=[0])[0]
+    finally:
+        runner.unload()
+    symbols = art.plan["memory"]["symbols"]
+    assert len(regions) == len(symbols)
+    for st in stats:  # the allocator rounds each region up to its 256-byte alignment
+        used = st["tiers"]["hbm"]["used"]
+        assert art.hbm_bytes_per_socket <= used < art.hbm_bytes_per_socket + 256 * len(symbols)
+    assert {r["name"] for r in regions if r["read_only"]} == {
+        f"acct/{s['name']}" for s in symbols if s["kind"] == "weight"}

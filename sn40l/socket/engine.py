@@ -144,22 +144,27 @@ class TileEngine:
         """Place this socket's shards (phantom when ``full`` is None); returns bytes placed."""
         self.phantom = full is None
         placed = 0
-        for sym in self.plan["memory"]["symbols"]:
-            if sym["kind"] != "weight":
-                continue
-            name = f"{self.tag}/{sym['name']}"
-            if full is None:
-                t = Tensor.phantom(sym["shape"], "bf16")
-            else:
-                shard = shard_weight(sym["name"], full[sym["name"]], self.rank, self.tp,
-                                     self.model, self.shards)
-                t = Tensor.of(np.ascontiguousarray(shard), "bf16")
-            self.socket.write(name, tier if sym["tier"] == "hbm" else "ddr", t,
-                              owner=self.tag, read_only=True)
-            placed += t.nbytes
         kvd = self.shards["kv_heads"] * self.model.head_dim
-        self._kv = [] if self.phantom else [
-            np.zeros((2, self.max_seq, kvd), np.float32) for _ in range(self.model.layers)]
+        self._kv = []
+        for sym in self.plan["memory"]["symbols"]:
+            name = f"{self.tag}/{sym['name']}"
+            where = tier if sym["tier"] == "hbm" else "ddr"
+            if sym["kind"] == "weight":
+                if full is None:
+                    t = Tensor.phantom(sym["shape"], "bf16")
+                else:
+                    shard = shard_weight(sym["name"], full[sym["name"]], self.rank, self.tp,
+                                         self.model, self.shards)
+                    t = Tensor.of(np.ascontiguousarray(shard), "bf16")
+                self.socket.write(name, where, t, owner=self.tag, read_only=True)
+            else:  # KV caches and activations: device-side, written by the kernels
+                dt = "bf16" if sym["kind"] == "kv" else "fp32"
+                region = self.socket.alloc(name, where, tuple(sym["shape"]), dt,
+                                           owner=self.tag, phantom=self.phantom)
+                t = region.tensor
+                if sym["kind"] == "kv" and not self.phantom:
+                    self._kv.append(t.data.reshape(2, -1, kvd)[:, : self.max_seq])
+            placed += t.nbytes
         return placed
 
     def _w(self, name: str) -> np.ndarray:
