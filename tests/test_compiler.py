@@ -119,3 +119,19 @@ def test_compiler_does_not_import_ray():
     code = "import json, sys, sn40l.compiler; print(json.dumps('ray' in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) is False
+
+
+def test_bf16_tensors_are_widened_exactly(tmp_path):
+    import struct
+
+    import numpy as np
+
+    from sn40l.compiler.checkpoint import _read_file
+
+    values = np.array([[1.0, -2.5, 3.140625], [0.0, 65280.0, -0.0078125]], np.float32)
+    half = (values.view(np.uint32) >> 16).astype(np.uint16)  # exact: all are BF16 values
+    header = json.dumps({"w": {"dtype": "BF16", "shape": [2, 3],
+                               "data_offsets": [0, half.nbytes]}}).encode()
+    path = tmp_path / "bf16.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header + half.tobytes())
+    np.testing.assert_array_equal(_read_file(path)["w"], values)

@@ -172,3 +172,66 @@ def test_sockets_allocate_what_the_artifact_states(cluster2x8):
         assert art.hbm_bytes_per_socket <= used < art.hbm_bytes_per_socket + 256 * len(symbols)
     assert {r["name"] for r in regions if r["read_only"]} == {
         f"acct/{s['name']}" for s in symbols if s["kind"] == "weight"}
+
+
+def _write_checkpoint(path, m, w, drop=None, reshape=None, arch="LlamaForCausalLM"):
+    import json
+
+    import safetensors.numpy as st
+
+    path.mkdir()
+    cfg = {"architectures": [arch], "num_hidden_layers": m.layers, "hidden_size": m.hidden,
+           "num_attention_heads": m.heads, "num_key_value_heads": m.kv_heads,
+           "intermediate_size": m.intermediate, "vocab_size": m.vocab,
+           "rope_theta": m.rope_theta, "rms_norm_eps": m.norm_eps,
+           "max_position_embeddings": m.max_position,
+           "rope_scaling": {"rope_type": "llama3", "factor": m.rope_scaling.factor,
+                            "low_freq_factor": m.rope_scaling.low_freq_factor,
+                            "high_freq_factor": m.rope_scaling.high_freq_factor,
+                            "original_max_position_embeddings":
+                                m.rope_scaling.original_max_position}}
+    (path / "config.json").write_text(json.dumps(cfg))
+    hf = {"model.embed_tokens.weight": w["embed"], "model.norm.weight": w["final_norm"],
+          "lm_head.weight": w["lm_head"].T.copy()}
+    names = {"wq": "self_attn.q_proj", "wk": "self_attn.k_proj", "wv": "self_attn.v_proj",
+             "wo": "self_attn.o_proj", "w_gate": "mlp.gate_proj", "w_up": "mlp.up_proj",
+             "w_down": "mlp.down_proj"}
+    for i in range(m.layers):
+        for ours, theirs in names.items():
+            hf[f"model.layers.{i}.{theirs}.weight"] = w[f"layers.{i}.{ours}"].T.copy()
+        hf[f"model.layers.{i}.input_layernorm.weight"] = w[f"layers.{i}.attn_norm"]
+        hf[f"model.layers.{i}.post_attention_layernorm.weight"] = w[f"layers.{i}.mlp_norm"]
+    if drop:
+        del hf[drop]
+    if reshape:
+        hf[reshape] = hf[reshape][:-1]
+    st.save_file(hf, str(path / "model.safetensors"))
+    return path
+
+
+def test_weights_from_a_safetensors_checkpoint(cluster2x8, reference, tmp_path):
+    from sn40l.compiler.checkpoint import load_config, load_weights
+
+    m = preset("tiny")
+    ckpt = _write_checkpoint(tmp_path / "tiny-hf", m, random_weights(m, seed=7))
+    art = compile_model(CompileConfig(str(ckpt), tp=2, seq_len=32))
+    assert art.plan["checkpoint"] == str(ckpt.resolve())
+    runner = ModelRunner(cluster2x8, [6, 7], art, weights=str(ckpt), tag="ckpt")
+    runner.load()
+    try:
+        assert runner.generate(PROMPT, NEW).tokens == reference[0]
+    finally:
+        runner.unload()
+    from sn40l.errors import CompileError
+
+    bad = _write_checkpoint(tmp_path / "missing", m, random_weights(m, 1),
+                            drop="model.layers.1.mlp.up_proj.weight")
+    with pytest.raises(CompileError, match="'model.layers.1.mlp.up_proj.weight' is missing"):
+        load_weights(bad, load_config(bad))
+    bad = _write_checkpoint(tmp_path / "shape", m, random_weights(m, 1),
+                            reshape="model.layers.0.self_attn.k_proj.weight")
+    with pytest.raises(CompileError, match=r"k_proj.weight' has shape \(7, 64\), expected \(8, 64\)"):
+        load_weights(bad, load_config(bad))
+    bad = _write_checkpoint(tmp_path / "gpt", m, random_weights(m, 1), arch="GPT2LMHeadModel")
+    with pytest.raises(CompileError, match="'GPT2LMHeadModel'.*not supported"):
+        load_config(bad)

@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 
+from sn40l.compiler.checkpoint import is_checkpoint, load_config, load_weights
 from sn40l.compiler.pef import Artifact
 from sn40l.errors import ConfigError
 from sn40l.socket.engine import TileEngine, random_weights
@@ -23,14 +24,20 @@ class EngineOps:
     def engine_load(self, tag: str, pef: bytes, rank: int, group: str | None,
                     weights: str = "random", seed: int = 0, job: int | None = None) -> dict:
         """Place this socket's shards of the artifact's weights (``weights="random"``: drawn
-        from ``seed``; ``"phantom"``: shapes only)."""
+        from ``seed``; ``"phantom"``: shapes only; or a Hugging Face checkpoint directory)."""
         self._check_job(job)
-        if weights not in ("random", "phantom"):
-            raise ConfigError(f"weights {weights!r}: allowed 'random' or 'phantom'")
         plan = Artifact.from_bytes(pef, origin=f"artifact of {tag!r}").plan
         comm = self.communicator(group) if int(plan["config"]["tp"]) > 1 else None
         engine = TileEngine(self.socket, plan, rank, tag, comm)
-        full = random_weights(engine.model, seed) if weights == "random" else None
+        if weights == "random":
+            full = random_weights(engine.model, seed)
+        elif weights == "phantom":
+            full = None
+        elif is_checkpoint(weights):
+            full = load_weights(weights, load_config(weights))
+        else:
+            raise ConfigError(f"weights {weights!r}: allowed 'random', 'phantom' or a "
+                              "checkpoint directory (config.json + model.safetensors)")
         with self._lock:
             placed = engine.load(full)
         self._engines[tag] = engine

@@ -15,12 +15,14 @@ from pathlib import Path
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run a compiled model: prefill + greedy decode")
-    p.add_argument("model", help="a .pef file or a preset name (compiled on the fly)")
+    p.add_argument("model", help="a .pef file, a preset name or a Hugging Face checkpoint "
+                                 "directory (compiled on the fly)")
     p.add_argument("--prompt-ids", required=True, help="comma-separated token ids, e.g. 1,2,3")
     p.add_argument("--max-new-tokens", type=int, default=16)
     p.add_argument("--weights", default=None,
-                   help="random (materialized, from --seed) or phantom; default: random for "
-                        "tiny presets, phantom otherwise")
+                   help="random (materialized, from --seed), phantom, or a checkpoint "
+                        "directory; default: the checkpoint compiled from, random for tiny "
+                        "presets, phantom otherwise")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tp", type=int, default=8, help="when compiling a preset on the fly")
     p.add_argument("--nodes", type=int, default=1, help="when compiling a preset on the fly")
@@ -52,7 +54,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         art = compile_model(CompileConfig(args.model, args.tp, args.nodes, "decode", 1,
                                           args.seq_len))
     model_name = art.plan["model"]["name"]
-    weights = args.weights or ("random" if model_name.startswith("tiny") else "phantom")
+    weights = args.weights or art.plan.get("checkpoint") or (
+        "random" if model_name.startswith("tiny") else "phantom")
     cluster, ranks, job, started = _sockets(art)
     try:
         from sn40l.cluster.runner import ModelRunner

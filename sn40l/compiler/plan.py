@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from sn40l.compiler.checkpoint import is_checkpoint, load_config
 from sn40l.compiler.cost import kernel_ns
 from sn40l.compiler.models import ModelConfig, preset
 from sn40l.compiler.types import FusionLevel, Mode, Orchestration
@@ -203,7 +204,7 @@ def estimate(model: ModelConfig, cfg: CompileConfig, profile: Profile,
 
 def compile_plan(cfg: CompileConfig) -> dict:
     """The whole plan as plain data (what the .pef artifact stores)."""
-    model = preset(cfg.model)
+    model = load_config(cfg.model) if is_checkpoint(cfg.model) else preset(cfg.model)
     profile = load_profile(cfg.profile)
     cfg.validate(model, profile)
     ks = kernels(model, cfg)
@@ -211,5 +212,6 @@ def compile_plan(cfg: CompileConfig) -> dict:
     est = estimate(model, cfg, profile, ks)
     return {"config": asdict(cfg), "model": {k: v for k, v in asdict(model).items()
                                             if k != "extra"},
+            "checkpoint": model.extra.get("checkpoint"),
             "profile": profile.name, "shards": shard_shapes(model, cfg.tp),
             "kernels": ks, "memory": plan, "estimate": est.to_dict()}
