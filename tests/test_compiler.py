@@ -135,3 +135,32 @@ def test_bf16_tensors_are_widened_exactly(tmp_path):
     path = tmp_path / "bf16.safetensors"
     path.write_bytes(struct.pack("<Q", len(header)) + header + half.tobytes())
     np.testing.assert_array_equal(_read_file(path)["w"], values)
+
+
+GOLDEN = __import__("pathlib").Path(__file__).parent / "golden" / "tiny_tp2_decode.json"
+
+
+def test_pef_matches_the_golden_file():
+    """The .pef of tiny TP2, decoded from msgpack to canonical JSON, equals the recorded one.
+    Re-record after an intended change: SN40L_RECORD_GOLDEN=1 python -m pytest -k golden"""
+    import difflib
+    import os
+
+    art = Artifact.from_bytes(compile_model(CompileConfig("tiny", tp=2, seq_len=32)).to_bytes())
+    text = json.dumps(art.plan, indent=1, sort_keys=True) + "\n"
+    if os.environ.get("SN40L_RECORD_GOLDEN"):
+        GOLDEN.write_text(text)
+    want = GOLDEN.read_text()
+    if text != want:
+        diff = "".join(list(difflib.unified_diff(want.splitlines(True), text.splitlines(True),
+                                                 "golden", "now"))[:60])
+        pytest.fail(f"the .pef differs from {GOLDEN.name} (re-record with "
+                    f"SN40L_RECORD_GOLDEN=1 if intended):\n{diff}")
+
+
+def test_intermediates_with_disjoint_lifetimes_share_one_double_buffer():
+    art = compile_model(CompileConfig("llama2-7b", tp=8, seq_len=1024, fusion="unfused"))
+    acts = [s for s in art.plan["memory"]["symbols"] if s["kind"] == "activation"]
+    per_kernel = [k["act_bytes"] for k in art.plan["kernels"]]
+    assert len(acts) == 1  # every kernel's output reuses the same two slots
+    assert acts[0]["bytes"] < sum(per_kernel) / 10
