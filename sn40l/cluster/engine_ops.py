@@ -61,9 +61,7 @@ class EngineOps:
         clock = self.socket.clock
         wall0, start = time.perf_counter(), clock.now
         logits_seen, tokens, steps = [], [], []
-        logits = None
-        for pos, tok in enumerate(prompt_ids):
-            logits = engine.step(int(tok), pos)
+        logits = engine.step([int(t) for t in prompt_ids], 0)  # prefill: the whole prompt
         ttft = clock.now - start
         pos = len(prompt_ids)
         for n in range(max_new_tokens):

@@ -48,9 +48,15 @@ class ModelRunner:
         if self.group:
             create_group(self.cluster, self.ranks, self.group)
         pef = self.artifact.to_bytes()
-        ray.get([self.cluster.socket(r).engine_load.remote(self.tag, pef, i, self.group,
+        refs = [self.cluster.socket(r).engine_load.remote(self.tag, pef, i, self.group,
                                                           self.weights, self.seed, self.job)
-                 for i, r in enumerate(self.ranks)])
+                for i, r in enumerate(self.ranks)]
+        try:
+            ray.get(refs)
+        except BaseException:
+            ray.wait(refs, num_returns=len(refs), timeout=60)
+            self.unload()  # a model that does not fit leaves nothing behind
+            raise
 
     def generate(self, prompt_ids: list[int], max_new_tokens: int,
                  keep_logits: bool = False) -> RunResult:

@@ -138,6 +138,7 @@ class TileEngine:
         self.inv_freq = rope_frequencies(self.model)
         self.phantom = False
         self._kv: list[np.ndarray] = []
+        self._prefill: dict[int, list[dict]] = {}
 
     # -- weights --------------------------------------------------------------------------
     def load(self, full: dict[str, np.ndarray] | None, tier: str = "hbm") -> int:
@@ -191,39 +192,56 @@ class TileEngine:
         out = self.comm.allreduce(t)
         return None if out.is_phantom else out.data
 
-    # -- one decode step ------------------------------------------------------------------
-    def step(self, token: int, pos: int) -> np.ndarray | None:
-        """Run one token at position ``pos``; returns the full (unpadded) logits."""
-        if not 0 <= pos < self.max_seq:
-            raise ConfigError(f"position {pos} is beyond the compiled sequence length "
-                              f"{self.max_seq}")
+    # -- one step: a decode token, or a whole prompt (prefill) ----------------------------
+    def _kernels(self, n: int) -> list[dict]:
+        """The compiled decode kernels for one token; prefill kernels for ``n`` prompt tokens
+        (the same model and TP, priced by the compiler's cost model for ``n`` tokens)."""
+        if n == 1:
+            return self.plan["kernels"]
+        if n not in self._prefill:
+            from sn40l.compiler.plan import CompileConfig, kernels
+
+            cfg = dict(self.plan["config"], mode="prefill", seq_len=n)
+            self._prefill[n] = kernels(self.model, CompileConfig(**cfg))
+        return self._prefill[n]
+
+    def step(self, tokens: "int | list[int]", pos: int) -> np.ndarray | None:
+        """Run ``tokens`` at positions ``pos, pos+1, ...``; returns the last token's logits
+        (unpadded), or None for phantom weights."""
+        tokens = [tokens] if isinstance(tokens, int) else list(tokens)
+        n = len(tokens)
+        if pos < 0 or pos + n > self.max_seq:
+            raise ConfigError(f"positions {pos}..{pos + n - 1} exceed the compiled sequence "
+                              f"length {self.max_seq}")
         m, sh, real = self.model, self.shards, not self.phantom
-        kernels = self.plan["kernels"]
+        kernels = self._kernels(n)
         clock = self.socket.clock
         # embedding: vocab-parallel lookup, summed over the group
         t0 = clock.now
         x = None
         if real:
             lo = self.rank * sh["vocab"]
-            x = np.zeros(m.hidden, np.float32)
-            if lo <= token < lo + sh["vocab"]:
-                x = self._w("embed")[token - lo].copy()
-        x = self._allreduce(x, m.hidden)
+            x = np.zeros((n, m.hidden), np.float32)
+            for j, tok in enumerate(tokens):
+                if lo <= tok < lo + sh["vocab"]:
+                    x[j] = self._w("embed")[tok - lo]
+        x = self._allreduce(x, n * m.hidden)
         self._finish(kernels[0], t0, clock.now)
         ki = 1
+        positions = np.arange(pos, pos + n)
         for i in range(m.layers):
             if self.fusion is FusionLevel.FUSED:
                 t0 = clock.now
-                x = self._layer(i, x, pos)
+                x = self._layer(i, x, positions)
                 self._finish(kernels[ki], t0, clock.now)
                 ki += 1
             else:
-                x = self._layer(i, x, pos, kernels[ki:ki + 7])
+                x = self._layer(i, x, positions, kernels[ki:ki + 7])
                 ki += 7
         t0 = clock.now
         logits = None
         if real:
-            xn = _rmsnorm(x, self._w("final_norm"), m.norm_eps)
+            xn = _rmsnorm(x[-1], self._w("final_norm"), m.norm_eps)
             logits = xn @ self._w("lm_head")
         if self.tp > 1:
             t = (Tensor.phantom((sh["vocab"],), "fp32") if logits is None
@@ -233,11 +251,12 @@ class TileEngine:
         self._finish(kernels[ki], t0, clock.now)
         return None if logits is None else logits[:m.vocab]
 
-    def _layer(self, i: int, x: np.ndarray | None, pos: int,
+    def _layer(self, i: int, x: np.ndarray | None, positions: np.ndarray,
                unfused: list[dict] | None = None) -> np.ndarray | None:
         m, sh, clock = self.model, self.shards, self.socket.clock
         p = f"layers.{i}."
         hd, hp, kvp = m.head_dim, sh["heads"], sh["kv_heads"]
+        n = len(positions)
 
         def timed(k: int, fn):
             if unfused is None:
@@ -251,50 +270,53 @@ class TileEngine:
             for k in range(7):
                 timed(k, lambda: None)
                 if k in (3, 6):
-                    self._allreduce(None, m.hidden)
+                    self._allreduce(None, n * m.hidden)
             return None
         xn = timed(0, lambda: _rmsnorm(x, self._w(p + "attn_norm"), m.norm_eps))
         q, k_, v = timed(1, lambda: (xn @ self._w(p + "wq"), xn @ self._w(p + "wk"),
                                      xn @ self._w(p + "wv")))
 
         def attention():
-            qh = _rope(q.reshape(hp, hd), pos, self.inv_freq)
-            kh = _rope(k_.reshape(kvp, hd), pos, self.inv_freq)
+            qh = _rope(q.reshape(n, hp, hd), positions, self.inv_freq)  # (n, hp, hd)
+            kh = _rope(k_.reshape(n, kvp, hd), positions, self.inv_freq)
             cache = self._kv[i]
-            cache[0, pos] = kh.reshape(-1)
-            cache[1, pos] = v
-            keys = cache[0, :pos + 1].reshape(pos + 1, kvp, hd)
-            vals = cache[1, :pos + 1].reshape(pos + 1, kvp, hd)
+            cache[0, positions] = kh.reshape(n, -1)
+            cache[1, positions] = v
+            last = int(positions[-1]) + 1
+            keys = cache[0, :last].reshape(last, kvp, hd)
+            vals = cache[1, :last].reshape(last, kvp, hd)
             group = max(1, hp // kvp)
-            out = np.empty((hp, hd), np.float32)
-            for h in range(hp):
-                kvh = min(h // group, kvp - 1)
-                scores = keys[:, kvh] @ qh[h] / math.sqrt(hd)
-                w = np.exp(scores - scores.max())
-                out[h] = (w / w.sum()) @ vals[:, kvh]
-            return out.reshape(-1)
+            out = np.empty((n, hp, hd), np.float32)
+            for j, p_j in enumerate(positions):  # causal: token j sees positions <= p_j
+                for h in range(hp):
+                    kvh = min(h // group, kvp - 1)
+                    scores = keys[:p_j + 1, kvh] @ qh[j, h] / math.sqrt(hd)
+                    w = np.exp(scores - scores.max())
+                    out[j, h] = (w / w.sum()) @ vals[:p_j + 1, kvh]
+            return out.reshape(n, -1)
 
         attn = timed(2, attention)
         o = timed(3, lambda: attn @ self._w(p + "wo"))
-        x = x + self._allreduce(o.astype(np.float32), m.hidden)
+        x = x + self._allreduce(o.astype(np.float32), n * m.hidden).reshape(n, -1)
         xn = timed(4, lambda: _rmsnorm(x, self._w(p + "mlp_norm"), m.norm_eps))
         gu = timed(5, lambda: _silu(xn @ self._w(p + "w_gate")) * (xn @ self._w(p + "w_up")))
         d = timed(6, lambda: gu @ self._w(p + "w_down"))
-        return x + self._allreduce(d.astype(np.float32), m.hidden)
+        return x + self._allreduce(d.astype(np.float32), n * m.hidden).reshape(n, -1)
 
 
 def _rmsnorm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
-    return (x / np.sqrt(np.mean(x * x) + eps) * w).astype(np.float32)
+    return (x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w).astype(np.float32)
 
 
 def _silu(x: np.ndarray) -> np.ndarray:
     return x / (1 + np.exp(-x))
 
 
-def _rope(x: np.ndarray, pos: int, inv_freq: np.ndarray) -> np.ndarray:
-    """Rotate (heads, head_dim) at position ``pos``; halves layout (as in HF Llama)."""
-    ang = pos * inv_freq
-    cos, sin = np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
+def _rope(x: np.ndarray, positions: np.ndarray, inv_freq: np.ndarray) -> np.ndarray:
+    """Rotate (tokens, heads, head_dim) at ``positions``; halves layout (as in HF Llama)."""
+    ang = positions[:, None] * inv_freq[None, :]  # (tokens, head_dim / 2)
+    cos = np.cos(ang).astype(np.float32)[:, None, :]
+    sin = np.sin(ang).astype(np.float32)[:, None, :]
     half = x.shape[-1] // 2
     a, b = x[..., :half], x[..., half:]
     return np.concatenate([a * cos - b * sin, a * sin + b * cos], axis=-1)
