@@ -164,3 +164,12 @@ def test_intermediates_with_disjoint_lifetimes_share_one_double_buffer():
     per_kernel = [k["act_bytes"] for k in art.plan["kernels"]]
     assert len(acts) == 1  # every kernel's output reuses the same two slots
     assert acts[0]["bytes"] < sum(per_kernel) / 10
+
+
+def test_fused_layers_split_when_intermediates_outgrow_sram():
+    small = compile_model(CompileConfig("llama2-7b", tp=8, mode="prefill", seq_len=512))
+    big = compile_model(CompileConfig("llama2-7b", tp=8, mode="prefill", batch=64,
+                                      seq_len=4096))
+    assert [k["name"] for k in small.plan["kernels"]][1:3] == ["decoder.0", "decoder.1"]
+    names = [k["name"] for k in big.plan["kernels"]]
+    assert names[1:3] == ["decoder.0.attn", "decoder.0.mlp"] and len(names) == 2 + 2 * 32

@@ -126,13 +126,22 @@ def kernels(model: ModelConfig, cfg: CompileConfig) -> list[dict]:
     ]
     out = [{"name": "embed", "layer": -1, "weight_bytes": tokens * h * BF16, "flops": 0,
             "kv_bytes": 0, "act_bytes": act, "allreduce": ar, "allgather": []}]
+    # A fused layer keeps its intermediates in SRAM; when they do not fit, it is split into an
+    # attention kernel and an MLP kernel whose hand-over goes through HBM.
+    sram = load_profile(cfg.profile).tier("sram").capacity
+    live = max(o[4] for o in ops)  # the largest intermediate written and read back
+    parts = [ops] if live <= sram else [ops[:4], ops[4:]]
     for i in range(model.layers):
         if fusion is FusionLevel.FUSED:
-            out.append({"name": f"decoder.{i}", "layer": i,
-                        "weight_bytes": sum(o[1] for o in ops), "flops": sum(o[2] for o in ops),
-                        "kv_bytes": sum(o[3] for o in ops), "act_bytes": 0,
-                        "allreduce": [b for o in ops for b in o[5]], "allgather": [],
-                        "ops": [o[0] for o in ops]})
+            for j, part in enumerate(parts):
+                out.append({"name": f"decoder.{i}" + ("" if len(parts) == 1 else
+                                                      (".attn", ".mlp")[j]), "layer": i,
+                            "weight_bytes": sum(o[1] for o in part),
+                            "flops": sum(o[2] for o in part),
+                            "kv_bytes": sum(o[3] for o in part),
+                            "act_bytes": 0 if len(parts) == 1 else 2 * act,
+                            "allreduce": [b for o in part for b in o[5]], "allgather": [],
+                            "ops": [o[0] for o in part]})
         else:
             out += [{"name": f"layers.{i}.{o[0]}", "layer": i, "weight_bytes": o[1],
                      "flops": o[2], "kv_bytes": o[3], "act_bytes": o[4], "allreduce": o[5],

@@ -230,14 +230,18 @@ class TileEngine:
         ki = 1
         positions = np.arange(pos, pos + n)
         for i in range(m.layers):
-            if self.fusion is FusionLevel.FUSED:
+            layer = []
+            while kernels[ki]["layer"] == i:
+                layer.append(kernels[ki])
+                ki += 1
+            if self.fusion is FusionLevel.FUSED:  # one kernel, or two when SRAM was too small
                 t0 = clock.now
                 x = self._layer(i, x, positions)
-                self._finish(kernels[ki], t0, clock.now)
-                ki += 1
+                for k in layer:
+                    self._finish(k, t0, clock.now)
+                    t0 = clock.now
             else:
-                x = self._layer(i, x, positions, kernels[ki:ki + 7])
-                ki += 7
+                x = self._layer(i, x, positions, layer)
         t0 = clock.now
         logits = None
         if real:
