@@ -249,3 +249,28 @@ def test_a_model_larger_than_the_device_is_refused_at_load_and_leaves_nothing(ma
     assert "DDR" in str(err.value) and "requested" in str(err.value)
     stats = cluster.call("stats", ranks=[0])[0]["tiers"]
     assert stats["hbm"]["used"] == 0 and stats["ddr"]["used"] == 0
+
+
+def test_sharded_checkpoint_index_loads_the_same_weights(tmp_path):
+    import json
+
+    import safetensors.numpy as st
+
+    from sn40l.compiler.checkpoint import load_config, load_weights
+
+    m = preset("tiny")
+    single = _write_checkpoint(tmp_path / "one", m, random_weights(m, seed=3))
+    tensors = st.load_file(str(single / "model.safetensors"))
+    sharded = tmp_path / "two"
+    sharded.mkdir()
+    (sharded / "config.json").write_text((single / "config.json").read_text())
+    names = sorted(tensors)
+    halves = {"model-00001-of-00002.safetensors": names[::2],
+              "model-00002-of-00002.safetensors": names[1::2]}
+    for file, keys in halves.items():
+        st.save_file({k: tensors[k] for k in keys}, str(sharded / file))
+    (sharded / "model.safetensors.index.json").write_text(json.dumps(
+        {"weight_map": {k: f for f, keys in halves.items() for k in keys}}))
+    a = load_weights(single, load_config(single))
+    b = load_weights(sharded, load_config(sharded))
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
