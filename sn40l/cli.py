@@ -30,6 +30,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("sn40l.compiler.cli", "print a .pef's kernels, memory needs and estimated time"),
     "run": ("sn40l.cluster.run_cli", "run a compiled model (prefill + greedy decode)"),
     "coe": ("sn40l.coe.cli", "Composition-of-Experts runtime and benchmark"),
+    "sbatch": ("sn40l.scheduler.cli", "submit a batch script (Slurm's sbatch)"),
+    "squeue": ("sn40l.scheduler.cli", "show queued and running jobs (Slurm's squeue)"),
+    "scancel": ("sn40l.scheduler.cli", "cancel or signal jobs (Slurm's scancel)"),
+    "sinfo": ("sn40l.scheduler.cli", "show partitions and nodes (Slurm's sinfo)"),
+    "sacct": ("sn40l.scheduler.cli", "show accounting of jobs and steps (Slurm's sacct)"),
+    "scontrol": ("sn40l.scheduler.cli", "show/hold/release/requeue/update jobs and nodes"),
+    "srun": ("sn40l.scheduler.cli", "run parallel tasks (inside a job: a job step)"),
 }
 
 

@@ -59,6 +59,7 @@ class SocketActor(CollectiveOps, EngineOps):
         self.socket = Socket(self.ident, self.profile, trace_capacity)
         self._lock = threading.RLock()
         self._job: int | None = None
+        self._job_owners: set[str] = set()  # owners of regions allocated by the leasing job
         self._started = time.time()
         super().__init__()
 
@@ -86,15 +87,29 @@ class SocketActor(CollectiveOps, EngineOps):
                                       f"job {job_id} cannot lease it")
             self._job = job_id
 
-    def release(self, job_id: int | None = None, free_owner: str | None = None) -> None:
-        """End the lease (of ``job_id`` if given) and optionally free a job's regions."""
+    def release(self, job_id: int | None = None, free_owner: str | None = None) -> int:
+        """End the lease (of ``job_id`` if given) and free what the job left on this socket:
+        regions it allocated and models it loaded (a job's end leaves a clean socket, as an
+        accelerator runtime resets a device between jobs). Returns the bytes freed."""
         with self._lock:
             if job_id is not None and self._job not in (None, job_id):
                 raise SocketBusyError(f"socket {self.ident.label} is allocated to job {self._job}, "
                                       f"not {job_id}")
-            self._job = None
+            freed = 0
+            owners = set(self._job_owners) if self._job is not None else set()
             if free_owner is not None:
-                self.socket.free_owner(free_owner)
+                owners.add(free_owner)
+            for owner in sorted(owners):
+                self._engines.pop(owner, None)
+                freed += self.socket.free_owner(owner)
+            self._job = None
+            self._job_owners.clear()
+            return freed
+
+    def _note_owner(self, job: int | None, owner: str) -> None:
+        """Remember that the leasing job allocated regions of ``owner`` (freed at release)."""
+        if job is not None and self._job == job:
+            self._job_owners.add(owner)
 
     def leased_to(self) -> int | None:
         return self._job
@@ -110,6 +125,7 @@ class SocketActor(CollectiveOps, EngineOps):
               owner: str = "user", read_only: bool = False, phantom: bool = False,
               job: int | None = None) -> dict:
         self._check_job(job)
+        self._note_owner(job, owner)
         with self._lock:
             return self.socket.alloc(name, tier, tuple(shape), dtype, owner, read_only,
                                      phantom).describe()
@@ -120,6 +136,7 @@ class SocketActor(CollectiveOps, EngineOps):
         """Host -> device DMA. ``tensor`` is a numpy array or ``{shape, dtype, data: None}``.
         ``wait=False`` occupies the host DMA engine without moving the socket's clock."""
         self._check_job(job)
+        self._note_owner(job, owner)
         with self._lock:
             region, start, end = self.socket.write(name, tier, tensor_from_wire(tensor, dtype),
                                                    owner, read_only, wait)
@@ -136,6 +153,8 @@ class SocketActor(CollectiveOps, EngineOps):
              wait: bool = True, owner: str | None = None, read_only: bool | None = None,
              job: int | None = None) -> dict:
         self._check_job(job)
+        if owner is not None:
+            self._note_owner(job, owner)
         with self._lock:
             region, start, end = self.socket.copy(src, dst_tier, dst, move, wait, owner,
                                                   read_only)

@@ -29,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                          "local Ray owned by a background process)")
     up.add_argument("--name", default="default", help="cluster name (default 'default')")
     up.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for start-up")
+    up.add_argument("--partitions", default=None,
+                    help="YAML file of scheduler partitions (default: one partition 'sn40l' "
+                         "with every node)")
     up.set_defaults(func=cmd_up)
     st = verbs.add_parser("status", help="each socket's state and per-tier used/free")
     st.add_argument("--name", default="default")
@@ -57,6 +60,10 @@ def _validate_up(args: argparse.Namespace):
 
     if args.nodes < 1 or args.nodes > 256:
         raise ConfigError(f"--nodes {args.nodes} is out of range; allowed 1 to 256")
+    if args.partitions:
+        from sn40l.cluster.daemon import load_partitions
+
+        load_partitions(args.partitions)  # a bad file fails here, before anything starts
     profile = load_profile(args.profile)
     if args.sockets_per_node is not None:
         profile = profile.with_sockets_per_node(args.sockets_per_node)
@@ -93,6 +100,9 @@ def _up_on_existing_ray(args: argparse.Namespace, profile) -> None:
                   "nodes": cluster.spec.nodes, "sockets_per_node": cluster.spec.sockets_per_node,
                   "profile": profile.name, "daemon_pid": None, "embedded": False,
                   "auth": os.environ.get("RAY_AUTH_MODE", "disabled")})
+    from sn40l.cluster.daemon import _start_scheduler
+
+    _start_scheduler(args.name, args.partitions)
 
 
 def _up_embedded(args: argparse.Namespace) -> None:
@@ -104,6 +114,8 @@ def _up_embedded(args: argparse.Namespace) -> None:
            "--nodes", str(args.nodes), "--profile", args.profile]
     if args.sockets_per_node is not None:
         cmd += ["--sockets-per-node", str(args.sockets_per_node)]
+    if args.partitions:
+        cmd += ["--partitions", os.path.abspath(args.partitions)]
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                 start_new_session=True)

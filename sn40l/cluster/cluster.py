@@ -47,6 +47,8 @@ class ClusterSpec:
     sockets_per_node: int
     profile: dict = field(repr=False)
     ray_nodes: tuple[str, ...] = ()  # Ray node ids the emulated nodes are pinned to, if any
+    detached: bool = False
+    trace_capacity: int = 100_000
 
     @property
     def world_size(self) -> int:
@@ -64,7 +66,8 @@ class ClusterSpec:
     @classmethod
     def from_dict(cls, d: dict) -> "ClusterSpec":
         return cls(d["name"], d["nodes"], d["sockets_per_node"], d["profile"],
-                   tuple(d.get("ray_nodes", ())))
+                   tuple(d.get("ray_nodes", ())), bool(d.get("detached", False)),
+                   int(d.get("trace_capacity", 100_000)))
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None,
@@ -115,6 +118,21 @@ def use_token_auth() -> None:
         pass
 
 
+def _spawn(spec: ClusterSpec, node: int, local: int):
+    """Create the actor of socket ``local`` of emulated node ``node``."""
+    opts: dict[str, Any] = dict(
+        name=actor_name(spec.name, node, local), namespace=NAMESPACE, num_cpus=0,
+        max_concurrency=ACTOR_CONCURRENCY, max_restarts=0,
+        lifetime="detached" if spec.detached else None)
+    if spec.ray_nodes:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+        opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(spec.ray_nodes[node],
+                                                                     soft=False)
+    ident = SocketId(spec.name, node, local, spec.sockets_per_node)
+    return ray.remote(SocketActor).options(**opts).remote(
+        ident.to_dict(), spec.profile, spec.to_dict(), spec.trace_capacity)
+
+
 def _check_shape(nodes: int, sockets_per_node: int, profile: Profile) -> Profile:
     if not isinstance(nodes, int) or isinstance(nodes, bool) or nodes < 1:
         raise ConfigError(f"--nodes must be a whole number >= 1, got {nodes!r}")
@@ -150,24 +168,10 @@ class Cluster:
                 f"cluster {name!r} is already running ({running.spec.nodes} nodes x "
                 f"{running.spec.sockets_per_node} sockets); stop it first (sn40l cluster down)")
         ray_nodes = cls._pick_ray_nodes(nodes)
-        spec = ClusterSpec(name, nodes, prof.sockets_per_node, prof.to_dict(), tuple(ray_nodes))
+        spec = ClusterSpec(name, nodes, prof.sockets_per_node, prof.to_dict(), tuple(ray_nodes),
+                           detached, trace_capacity)
         t0 = time.perf_counter()
-        remote = ray.remote(SocketActor)
-        handles = []
-        for n in range(nodes):
-            opts: dict[str, Any] = dict(
-                name=actor_name(name, n, 0), namespace=NAMESPACE, num_cpus=0,
-                max_concurrency=ACTOR_CONCURRENCY, max_restarts=0,
-                lifetime="detached" if detached else None)
-            if ray_nodes:
-                from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-                opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(ray_nodes[n],
-                                                                             soft=False)
-            for s in range(prof.sockets_per_node):
-                ident = SocketId(name, n, s, prof.sockets_per_node)
-                opts["name"] = actor_name(name, n, s)
-                handles.append(remote.options(**opts).remote(ident.to_dict(), spec.profile,
-                                                             spec.to_dict(), trace_capacity))
+        handles = [_spawn(spec, n, s) for n in range(nodes) for s in range(prof.sockets_per_node)]
         cluster = cls(spec, handles)
         try:
             cluster.wait_healthy(timeout_s)
@@ -177,6 +181,44 @@ class Cluster:
         log.info("cluster %r up: %d x %d sockets in %.2f s", name, nodes, prof.sockets_per_node,
                  time.perf_counter() - t0)
         return cluster
+
+    def revive(self, ranks: Iterable[int] | None = None, timeout_s: float = 60.0) -> list[int]:
+        """Start fresh socket actors for the dead ones among ``ranks`` (default all), under
+        their old names, with empty memory (as a socket after a reset). Returns the ranks
+        restarted."""
+        ranks = list(range(self.world_size)) if ranks is None else list(ranks)
+        dead = []
+        for r in ranks:
+            h = self.handles[r]
+            try:
+                if h is None:
+                    raise ClusterError("no actor")
+                ray.get(h.ping.remote(), timeout=5)
+            except Exception:  # noqa: BLE001 - any failure to answer means the socket is gone
+                dead.append(r)
+        spn = self.spec.sockets_per_node
+        for r in dead:
+            node, local = divmod(r, spn)
+            try:
+                ray.kill(ray.get_actor(actor_name(self.spec.name, node, local),
+                                       namespace=NAMESPACE), no_restart=True)
+            except (ValueError, Exception):  # noqa: BLE001 - already gone
+                pass
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    ray.get_actor(actor_name(self.spec.name, node, local), namespace=NAMESPACE)
+                    time.sleep(0.05)
+                except ValueError:
+                    break
+            self.handles[r] = _spawn(self.spec, node, local)
+        if dead:
+            try:
+                ray.get([self.handles[r].ping.remote() for r in dead], timeout=timeout_s)
+            except ray.exceptions.GetTimeoutError:
+                raise ClusterError(f"revived sockets {dead} did not answer within "
+                                   f"{timeout_s:.0f} s") from None
+        return dead
 
     @staticmethod
     def _pick_ray_nodes(nodes: int) -> list[str]:
@@ -293,6 +335,11 @@ class Cluster:
                     pids.append(ray.get(h.identity.remote(), timeout=2)["pid"])
                 except Exception:  # noqa: BLE001 - a dead socket has nothing to report
                     pass
+        try:  # the cluster's scheduler controller, if one was started (sn40l.scheduler)
+            ray.kill(ray.get_actor(f"slurmctld:{self.spec.name}", namespace=NAMESPACE),
+                     no_restart=True)
+        except Exception:  # noqa: BLE001 - there is none
+            pass
         for h in self.handles:
             if h is not None:
                 try:

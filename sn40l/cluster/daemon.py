@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sockets-per-node", type=int, default=None)
     parser.add_argument("--profile", default="sn40l")
     parser.add_argument("--num-cpus", type=int, default=None)
+    parser.add_argument("--partitions", default=None)
     args = parser.parse_args(argv)
     error_file = record_path(args.name).with_suffix(".error")
     stop = threading.Event()
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         ensure_ray(None, num_cpus=args.num_cpus)
         cluster = Cluster.start(nodes=args.nodes, sockets_per_node=args.sockets_per_node,
                                 profile=args.profile, name=args.name)
+        _start_scheduler(args.name, args.partitions)
     except BaseException as exc:  # noqa: BLE001 - reported to `cluster up`, then re-raised
         error_file.parent.mkdir(parents=True, exist_ok=True)
         error_file.write_text(f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}")
@@ -55,6 +57,36 @@ def main(argv: list[str] | None = None) -> int:
         remove_record(args.name)
         ray.shutdown()
     return 0
+
+
+def _start_scheduler(name: str, partitions_file: str | None) -> None:
+    """The Slurm-like controller starts with the cluster (sn40l.scheduler)."""
+    import importlib
+
+    partitions = load_partitions(partitions_file) if partitions_file else None
+    controller = importlib.import_module("sn40l.scheduler.controller")
+    controller.start_controller(name, partitions=partitions)
+
+
+def load_partitions(path: str) -> list[dict]:
+    """Partitions from a YAML file: ``partitions: [{name, nodes, default, max_time,
+    default_time, max_nodes}]``."""
+    import yaml
+
+    from sn40l.errors import ConfigError
+
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except OSError as exc:
+        raise ConfigError(f"--partitions {path}: {exc.strerror}") from None
+    parts = data.get("partitions") if isinstance(data, dict) else None
+    if not isinstance(parts, list) or not parts or not all(
+            isinstance(p, dict) and p.get("name") for p in parts):
+        raise ConfigError(f"--partitions {path}: expected 'partitions:' with a list of "
+                          "mappings, each with a 'name' (and nodes, default, max_time, "
+                          "default_time, max_nodes)")
+    return parts
 
 
 if __name__ == "__main__":

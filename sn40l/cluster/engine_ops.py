@@ -26,6 +26,7 @@ class EngineOps:
         """Place this socket's shards of the artifact's weights (``weights="random"``: drawn
         from ``seed``; ``"phantom"``: shapes only; or a Hugging Face checkpoint directory)."""
         self._check_job(job)
+        self._note_owner(job, tag)
         plan = Artifact.from_bytes(pef, origin=f"artifact of {tag!r}").plan
         comm = self.communicator(group) if int(plan["config"]["tp"]) > 1 else None
         engine = TileEngine(self.socket, plan, rank, tag, comm)

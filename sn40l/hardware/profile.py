@@ -48,6 +48,7 @@ _KINDS: dict[str, tuple[Callable[[object], Any], str]] = {
 SCHEMA: dict[str, tuple[str, float, float]] = {
     "node.sockets_per_node": ("count", 1, 64),
     "node.host_memory": ("bytes", 0, 2**60),
+    "node.host_cpus": ("count", 1, 4096),
     "compute.bf16": ("flops", 1, 10**18),
     "compute.units": ("count", 1, 10**6),
     "memory.sram.capacity": ("bytes", 1, 2**40),

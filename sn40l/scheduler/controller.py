@@ -1,0 +1,764 @@
+"""The controller (our slurmctld): a detached, named Ray actor next to the cluster's sockets.
+
+It owns the :class:`~sn40l.scheduler.core.SchedulerCore` and four threads:
+
+* **server**: the Unix-socket endpoint of :mod:`sn40l.scheduler.client` (a thread per
+  connection; the caller's uid comes from ``SO_PEERCRED``);
+* **scheduler**: a scheduling pass whenever something changed (and every second, for begin
+  times and reservations), then leases the started jobs' sockets and launches their batch steps
+  (:mod:`sn40l.scheduler.stepd`);
+* **monitor**: every 50 ms, reaps finished steps (their ``exit.json``), enforces time limits
+  (SIGTERM, then SIGKILL after KillWait), kills cancelled/requeued/failed-node jobs, and
+  releases the sockets of ending jobs;
+* **health**: pings every socket actor; a node whose socket does not answer goes DOWN and its
+  running jobs end NODE_FAIL (requeued unless --no-requeue).
+
+A restart (a new actor on the same state directory) reloads the database: queued jobs stay
+queued, finished ones stay in sacct, and running jobs are reconciled from their job
+directories, since batch steps are detached and outlive the controller.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import socketserver
+import struct
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from sn40l.scheduler import hostlist
+from sn40l.scheduler.client import Client, ControllerUnavailable, endpoint, recv_frame, send_frame
+from sn40l.scheduler.core import (FINAL_STATES, Partition, RequestError, SchedulerCore, Who,
+                                  _display_id)
+from sn40l.scheduler.store import Store
+from sn40l.scheduler.timespec import parse_time_limit
+
+log = logging.getLogger("sn40l.scheduler")
+
+ACTOR_PREFIX = "slurmctld:"
+DEFAULT_KILL_WAIT_S = 30.0  # Slurm's KillWait
+HEALTH_PERIOD_S = 1.0
+HEALTH_TIMEOUT_S = 5.0
+LAUNCH_TIMEOUT_S = 30.0
+
+
+def controller_dir(state: Path, cluster: str) -> Path:
+    return Path(state) / "slurm" / cluster
+
+
+def _partitions(config: list[dict] | None, node_names: list[str]) -> list[Partition]:
+    if not config:
+        return [Partition("sn40l", list(node_names), default=True)]
+    parts = []
+    for i, p in enumerate(config):
+        nodes_text = p.get("nodes", "ALL")
+        nodes = list(node_names) if nodes_text == "ALL" else hostlist.expand(nodes_text)
+        unknown = [n for n in nodes if n not in node_names]
+        if unknown:
+            raise ValueError(f"partition {p.get('name')!r}: unknown nodes {unknown}; nodes: "
+                             f"{hostlist.compress(node_names)}")
+
+        def limit(key):
+            v = p.get(key)
+            return None if v in (None, "UNLIMITED", "INFINITE") else parse_time_limit(str(v))
+
+        parts.append(Partition(str(p["name"]), nodes, bool(p.get("default", i == 0)),
+                               limit("max_time"), limit("default_time"), p.get("max_nodes")))
+    if not any(p.default for p in parts):
+        parts[0].default = True
+    return parts
+
+
+class ControllerActor:
+    """The Ray actor hosting the scheduler of cluster ``cluster``. Start it with
+    :func:`start_controller`."""
+
+    def __init__(self, cluster: str, state: str, partitions: list[dict] | None = None,
+                 kill_wait_s: float = DEFAULT_KILL_WAIT_S):
+        import ray
+
+        from sn40l.cluster.cluster import Cluster, local_auth_mode
+
+        self.cluster_name = cluster
+        self.state = Path(state)
+        self.dir = controller_dir(self.state, cluster)
+        (self.dir / "jobs").mkdir(parents=True, exist_ok=True)
+        self.kill_wait_s = kill_wait_s
+        self.cluster = Cluster.connect(cluster)
+        spec = self.cluster.spec
+        self.spn = spec.sockets_per_node
+        prof = self.cluster.profile
+        node_names = spec.node_names
+        self.ray_address = ray.get_runtime_context().gcs_address
+        self.ray_auth = os.environ.get("RAY_AUTH_MODE") or local_auth_mode()
+        self.store = Store(self.dir / "slurm.db")
+        self.core = SchedulerCore(cluster, node_names, self.spn,
+                                  int(prof.value("node.host_cpus")),
+                                  int(prof.value("node.host_memory")) // 2**20,
+                                  _partitions(partitions, node_names), self.store)
+        self.lock = threading.RLock()
+        self.wake = threading.Event()
+        self.stop_event = threading.Event()
+        self.kills: dict[int, float] = {}  # job id -> when SIGKILL follows the SIGTERM
+        self.launch_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="launch")
+        self.started_at = time.time()
+        self._reconcile()
+        self.server = self._bind(endpoint(cluster, self.state))
+        self.threads = [threading.Thread(target=fn, name=name, daemon=True)
+                        for name, fn in (("server", self.server.serve_forever),
+                                         ("scheduler", self._scheduler_loop),
+                                         ("monitor", self._monitor_loop),
+                                         ("health", self._health_loop))]
+        for t in self.threads:
+            t.start()
+        self.wake.set()
+
+    def _bind(self, address: str) -> "_Server":
+        deadline = time.monotonic() + 15
+        while True:  # a controller being replaced may hold the name for a moment longer
+            try:
+                return _Server(address, self)
+            except OSError as exc:
+                if exc.errno != 98 or time.monotonic() > deadline:  # EADDRINUSE
+                    raise
+                time.sleep(0.1)
+
+    # -- Ray-facing ------------------------------------------------------------------------
+    def ping(self) -> dict:
+        return {"cluster": self.cluster_name, "pid": os.getpid(), "state": str(self.state),
+                "started_at": self.started_at}
+
+    def shutdown(self) -> None:
+        self.stop_event.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+    # -- reconciliation after a restart ----------------------------------------------------
+    def _reconcile(self) -> None:
+        for job in self.core.running():
+            if job["state"] == "COMPLETING":
+                self.launch_pool.submit(self._release, job)
+
+    # -- request dispatch (called by server threads) ---------------------------------------
+    def handle(self, req: dict, who: Who) -> object:
+        op = req.get("op")
+        fn = getattr(self, f"op_{op}", None)
+        if fn is None:
+            raise RequestError(f"unknown request {op!r}", "BadRequest")
+        return fn(who, **{k: v for k, v in req.items() if k != "op"})
+
+    def op_ping(self, who: Who) -> dict:
+        return {**self.ping(), "uid": who.uid}
+
+    def op_submit(self, who: Who, req: dict) -> dict:
+        with self.lock:
+            out = self.core.submit(req, who)
+        if not out.get("test_only"):
+            self.wake.set()
+        return out
+
+    def op_queue(self, who: Who, jobs: list[str] | None = None, users: list[str] | None = None,
+                 states: list[str] | None = None, partitions: list[str] | None = None,
+                 names: list[str] | None = None, all_states: bool = False) -> list[dict]:
+        with self.lock:
+            if jobs:
+                found = []
+                for tok in jobs:
+                    found += self.core.jobs_for(tok)
+                for j in found:
+                    if not self.core.visible(who, j):
+                        raise RequestError("Access/permission denied", "Permission")
+            else:
+                found = [j for j in self.core.jobs.values() if self.core.visible(who, j)]
+            out = []
+            for j in found:
+                if users and j["user"] not in users:
+                    continue
+                if states and j["state"] not in states:
+                    continue
+                if not states and not jobs and not all_states and j["state"] in FINAL_STATES:
+                    continue
+                if partitions and j["partition"] not in partitions:
+                    continue
+                if names and j["name"] not in names:
+                    continue
+                out.append(_public(j))
+        out.sort(key=lambda j: j["id"])
+        return out
+
+    def op_show_job(self, who: Who, job: str, all_tasks: bool = False) -> list[dict]:
+        with self.lock:
+            found = self.core.jobs_for(job)
+            for j in found:
+                if not self.core.visible(who, j):
+                    raise RequestError("Access/permission denied", "Permission")
+            return [_public(j, full=True) for j in found]
+
+    def op_cancel(self, who: Who, jobs: list[str] | None = None, user: str | None = None,
+                  name: str | None = None, states: list[str] | None = None,
+                  partition: str | None = None, signal_num: int | None = None) -> dict:
+        with self.lock:
+            out = self.core.cancel(who, jobs or [], user, name, states, partition, signal_num)
+        for job in out["kill"]:
+            self._kill(job)
+        for job in out["signal"]:
+            self._signal(job, signal_num)
+        self.wake.set()
+        return {"errors": out["errors"], "cancelled": len(out["kill"])}
+
+    def op_hold(self, who: Who, jobs: list[str], release: bool = False) -> list[str]:
+        with self.lock:
+            errors = self.core.hold(who, jobs, release)
+        self.wake.set()
+        return errors
+
+    def op_requeue(self, who: Who, jobs: list[str], hold: bool = False) -> list[str]:
+        with self.lock:
+            errors, kill = self.core.requeue(who, jobs, hold)
+        for job in kill:
+            self._kill(job)
+        self.wake.set()
+        return errors
+
+    def op_update_job(self, who: Who, job: str, fields: dict) -> None:
+        with self.lock:
+            self.core.update_job(who, job, fields)
+        self.wake.set()
+
+    def op_update_node(self, who: Who, names: list[str], state: str,
+                       reason: str | None = None) -> dict:
+        revived: list[int] = []
+        if state.lower() in ("resume", "idle", "undrain"):
+            if not who.is_admin:
+                raise RequestError("Access/permission denied", "Permission")
+            for name in names:
+                if name not in self.core.nodes:
+                    raise RequestError(f"Invalid node name specified: {name}", "Invalid")
+                revived += self._revive_node(name)
+        with self.lock:
+            self.core.set_node(who, names, state, reason)
+        self.wake.set()
+        return {"revived": revived}
+
+    def op_nodes(self, who: Who) -> dict:
+        with self.lock:
+            return {"nodes": self.core.node_rows(), "partitions": self.core.partition_rows(),
+                    "cluster": self.cluster_name, "sockets_per_node": self.spn}
+
+    def op_sacct(self, who: Who, jobs: list[str] | None = None, users: list[str] | None = None,
+                 all_users: bool = False, start: float | None = None, end: float | None = None,
+                 states: list[str] | None = None, names: list[str] | None = None,
+                 partitions: list[str] | None = None) -> list[dict]:
+        import pwd
+
+        ids = None
+        if jobs:
+            ids = []
+            for tok in jobs:
+                try:
+                    ids.append(int(tok.split("_")[0].split(".")[0]))
+                except ValueError:
+                    raise RequestError(f"Invalid job id {tok!r}", "InvalidJobId") from None
+        uids = None
+        if users:
+            uids = []
+            for u in users:
+                try:
+                    uids.append(int(u) if u.isdigit() else pwd.getpwnam(u).pw_uid)
+                except KeyError:
+                    raise RequestError(f"Invalid user id: {u}", "Invalid") from None
+        elif not all_users and not who.is_admin:
+            uids = [who.uid]
+        if uids is not None and not who.is_admin and set(uids) - {who.uid}:
+            raise RequestError("Access/permission denied", "Permission")
+        with self.lock:
+            rows = self.store.query_jobs(ids, uids, start, end, names)
+            live = {j["id"]: j for j in self.core.jobs.values()}
+            rows = [live.get(r["id"], r) for r in rows]
+            if not who.is_admin:
+                rows = [r for r in rows if r["uid"] == who.uid]
+            if states:
+                rows = [r for r in rows if r["state"] in states]
+            if partitions:
+                rows = [r for r in rows if r["partition"] in partitions]
+            steps = self.store.steps([r["id"] for r in rows])
+        out = []
+        for r in rows:
+            p = _public(r)
+            p["steps"] = steps.get(r["id"], [])
+            out.append(p)
+        return out
+
+    def op_step(self, who: Who, job_id: int, step: str, data: dict) -> int | None:
+        """srun inside a job records its steps (for sacct); ``step="next"`` allocates the
+        next step number and records the step as RUNNING."""
+        with self.lock:
+            job = self.core.jobs.get(int(job_id))
+            if job is None or not (who.is_admin or who.uid == job["uid"]):
+                raise RequestError("Access/permission denied", "Permission")
+            if job["state"] != "RUNNING":
+                raise RequestError(f"Job {job_id} is not running", "NotRunning")
+            if step == "next":
+                number = job.get("next_step", 0)
+                job["next_step"] = number + 1
+                self.store.put_job(job)
+                self.store.put_step(int(job_id), str(number), {
+                    "step": str(number), "name": "step", "state": "RUNNING",
+                    "start_time": time.time(), "end_time": None, "exit_code": 0,
+                    "exit_signal": 0, "ntasks": 0, "nodes": [], "cpus": 0})
+                return number
+            self.store.put_step(int(job_id), step, data)
+            return None
+
+    def op_write_script(self, who: Who, job: str) -> str:
+        with self.lock:
+            found = self.core.jobs_for(job)
+            if not self.core.visible(who, found[0]):
+                raise RequestError("Access/permission denied", "Permission")
+            return found[0]["req"]["script"]
+
+    # -- scheduling and launch -------------------------------------------------------------
+    def _scheduler_loop(self) -> None:
+        last_expire = 0.0
+        while not self.stop_event.is_set():
+            self.wake.wait(1.0)
+            self.wake.clear()
+            try:
+                with self.lock:
+                    started = self.core.schedule()
+                    if time.time() - last_expire > 10:
+                        self.core.expire()
+                        last_expire = time.time()
+                for job in started:
+                    job["launch_time"] = time.time()
+                    self.launch_pool.submit(self._launch, job)
+            except Exception:  # noqa: BLE001 - the controller must keep scheduling
+                log.exception("scheduling pass failed")
+            time.sleep(0.01)  # let a burst of requests coalesce into one pass
+
+    def _ranks(self, job: dict) -> list[int]:
+        ranks = []
+        for name, a in sorted(job["alloc"].items()):
+            node = self.core.nodes[name].index
+            ranks += [node * self.spn + s for s in a["sockets"]]
+        return ranks
+
+    def _launch(self, job: dict) -> None:
+        import ray
+
+        job_id = job["id"]
+        jobdir = self.dir / "jobs" / str(job_id)
+        try:
+            ranks = self._ranks(job)
+            if ranks:
+                ray.get([self.cluster.socket(r).lease.remote(job_id) for r in ranks],
+                        timeout=LAUNCH_TIMEOUT_S)
+            jobdir.mkdir(parents=True, exist_ok=True)
+            for stale in ("exit.json", "pid.json"):
+                (jobdir / stale).unlink(missing_ok=True)
+            script = jobdir / "script"
+            script.write_text(job["req"]["script"])
+            os.chmod(script, 0o755)
+            if job["uid"] != os.geteuid() and os.geteuid() == 0:
+                os.chown(jobdir, job["uid"], job["gid"])
+                os.chown(script, job["uid"], job["gid"])
+            launch = {"argv": [str(script)] + list(job["req"].get("script_args") or []),
+                      "env": self._job_env(job, ranks), "workdir": job["req"]["workdir"],
+                      "stdout": self._out_path(job, "output"),
+                      "stderr": self._out_path(job, "error"), "stdin": job["req"].get("input"),
+                      "uid": job["uid"], "gid": job["gid"],
+                      "open_mode": job["req"].get("open_mode", "truncate")}
+            tmp = jobdir / "launch.json.tmp"
+            tmp.write_text(json.dumps(launch))
+            os.replace(tmp, jobdir / "launch.json")
+            subprocess.run([sys.executable, "-m", "sn40l.scheduler.stepd", str(jobdir)],
+                           check=True, stdin=subprocess.DEVNULL, timeout=LAUNCH_TIMEOUT_S,
+                           close_fds=True)
+        except Exception as exc:  # noqa: BLE001 - a job that cannot start fails, visibly
+            log.warning("job %s failed to launch: %s", job_id, exc)
+            with self.lock:
+                job["launch_error"] = str(exc)
+                self.core.completing(job, "FAILED", 1, 0)
+            self._release(job)
+
+    def _out_path(self, job: dict, which: str) -> str:
+        req = job["req"]
+        pattern = req.get(which) or req.get("output") or (
+            "slurm-%A_%a.out" if job.get("array_job_id") is not None else "slurm-%j.out")
+        path = expand_pattern(pattern, job)
+        return os.path.join(req["workdir"], path)
+
+    def _job_env(self, job: dict, ranks: list[int]) -> dict:
+        req = job["req"]
+        nodes = sorted(job["alloc"])
+        n = len(nodes)
+        tasks_per_node = req.get("ntasks_per_node") or -(-req["ntasks"] // n)
+        cpus_node = job["alloc"][nodes[0]]["cpus"]
+        env = dict(req.get("env") or {})
+        nodelist = hostlist.compress(nodes)
+        env.update({
+            "SLURM_JOB_ID": str(job["id"]), "SLURM_JOBID": str(job["id"]),
+            "SLURM_JOB_NAME": job["name"], "SLURM_JOB_USER": job["user"],
+            "SLURM_JOB_UID": str(job["uid"]), "SLURM_JOB_GID": str(job["gid"]),
+            "SLURM_JOB_PARTITION": job["partition"], "SLURM_CLUSTER_NAME": self.cluster_name,
+            "SLURM_JOB_NUM_NODES": str(n), "SLURM_NNODES": str(n),
+            "SLURM_JOB_NODELIST": nodelist, "SLURM_NODELIST": nodelist,
+            "SLURM_NTASKS": str(req["ntasks"]), "SLURM_NPROCS": str(req["ntasks"]),
+            "SLURM_TASKS_PER_NODE": _per_node(tasks_per_node, n),
+            "SLURM_JOB_CPUS_PER_NODE": _per_node(cpus_node, n),
+            "SLURM_CPUS_ON_NODE": str(cpus_node),
+            "SLURM_SUBMIT_DIR": req["submit_dir"], "SLURM_SUBMIT_HOST": socket.gethostname(),
+            "SLURMD_NODENAME": nodes[0], "SLURM_NODEID": "0", "SLURM_PROCID": "0",
+            "SLURM_LOCALID": "0", "SLURM_GTIDS": "0", "SLURM_PRIO_PROCESS": "0",
+            "SLURM_JOB_QOS": req.get("qos") or "normal",
+            "SLURM_JOB_ACCOUNT": req.get("account") or "",
+            "SLURM_EXPORT_ENV": req.get("export", "ALL"),
+            "SLURM_RESTART_COUNT": str(job.get("restarts", 0)),
+            "ENVIRONMENT": "BATCH",
+            "SN40L_JOB_ID": str(job["id"]), "SN40L_CLUSTER": self.cluster_name,
+            "SN40L_SOCKETS": ",".join(map(str, ranks)),
+            "SN40L_RAY_ADDRESS": self.ray_address, "SN40L_RAY_AUTH": self.ray_auth,
+            "SN40L_STATE_DIR": str(self.state),
+        })
+        if req.get("ntasks_per_node"):
+            env["SLURM_NTASKS_PER_NODE"] = str(req["ntasks_per_node"])
+        if req.get("cpus_per_task"):
+            env["SLURM_CPUS_PER_TASK"] = str(req["cpus_per_task"])
+        if req.get("gres_rdu"):
+            env["SLURM_TRES_PER_NODE"] = f"gres/rdu:{req['gres_rdu']}"
+            env["SLURM_JOB_GRES"] = f"rdu:{req['gres_rdu']}"
+        if req.get("mem_mb"):
+            env["SLURM_MEM_PER_NODE"] = str(req["mem_mb"])
+        if job["time_limit"] is not None:
+            env["SLURM_JOB_END_TIME"] = str(int(job["start_time"] + job["time_limit"]))
+        env["SLURM_JOB_START_TIME"] = str(int(job["start_time"]))
+        if job.get("array_job_id") is not None:
+            tasks = [t["array_task_id"] for t in self.store.array_tasks(job["array_job_id"])]
+            env.update({"SLURM_ARRAY_JOB_ID": str(job["array_job_id"]),
+                        "SLURM_ARRAY_TASK_ID": str(job["array_task_id"]),
+                        "SLURM_ARRAY_TASK_COUNT": str(len(tasks)),
+                        "SLURM_ARRAY_TASK_MIN": str(min(tasks)),
+                        "SLURM_ARRAY_TASK_MAX": str(max(tasks))})
+        return env
+
+    # -- monitoring ------------------------------------------------------------------------
+    def _monitor_loop(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                self._monitor_once()
+            except Exception:  # noqa: BLE001
+                log.exception("monitor pass failed")
+            self.stop_event.wait(0.05)
+
+    def _monitor_once(self) -> None:
+        now = time.time()
+        with self.lock:
+            running = [j for j in self.core.running() if j["state"] == "RUNNING"]
+        for job in running:
+            jobdir = self.dir / "jobs" / str(job["id"])
+            exit_file = jobdir / "exit.json"
+            if exit_file.exists():
+                try:
+                    info = json.loads(exit_file.read_text())
+                except (OSError, json.JSONDecodeError):
+                    continue
+                self._finish(job, info)
+                continue
+            if job.get("launch_time") is None:
+                job["launch_time"] = now  # reconciled after a restart: give it time to report
+            pid_info = _read_json(jobdir / "pid.json")
+            if pid_info is None:
+                if now - job["launch_time"] > LAUNCH_TIMEOUT_S and not job.get("launch_error"):
+                    self._finish(job, {"returncode": 1, "error": "batch step never started"})
+                continue
+            if not _alive(pid_info["stepd"]):
+                if exit_file.exists():
+                    continue  # written between the two checks
+                self._finish(job, {"returncode": -signal.SIGKILL,
+                                   "error": "batch step vanished"})
+                continue
+            limit = job["time_limit"]
+            if (limit is not None and job.get("kill_reason") is None
+                    and now >= job["start_time"] + limit):
+                with self.lock:
+                    job["kill_reason"] = "timeout"
+                    self.store.put_job(job)
+                self._kill(job)
+            elif job.get("kill_reason") and job["id"] not in self.kills:
+                self._kill(job)
+            deadline = self.kills.get(job["id"])
+            if deadline is not None and now >= deadline:
+                _killpg(pid_info["pgid"], signal.SIGKILL)
+                self.kills[job["id"]] = now + 5.0
+
+    def _finish(self, job: dict, info: dict) -> None:
+        with self.lock:
+            if job["state"] != "RUNNING":
+                return
+            state, code, sig = self.core.final_state_for(job, int(info["returncode"]))
+            if info.get("error"):
+                job["launch_error"] = info["error"]
+            self.core.completing(job, state, code, sig)
+            self.store.put_step(job["id"], "batch", {
+                "step": "batch", "name": "batch", "state": state,
+                "start_time": job["start_time"], "end_time": job["end_time"],
+                "exit_code": code, "exit_signal": sig, "ntasks": 1, "nodes": [job["batch_host"]],
+                "cpus": job["alloc"][job["batch_host"]]["cpus"]})
+        self.kills.pop(job["id"], None)
+        self._release(job)
+
+    def _release(self, job: dict) -> None:
+        import ray
+
+        ranks = self._ranks(job) if job.get("alloc") else []
+        refs = []
+        for r in ranks:
+            try:
+                refs.append(self.cluster.socket(r).release.remote(job["id"]))
+            except Exception:  # noqa: BLE001 - a dead socket has nothing to release
+                pass
+        for ref in refs:
+            try:
+                ray.get(ref, timeout=10)
+            except Exception:  # noqa: BLE001 - dead or not leased to this job any more
+                pass
+        with self.lock:
+            self.core.release(job)
+        self.wake.set()
+
+    def _kill(self, job: dict) -> None:
+        """SIGTERM the job's process group now, SIGKILL after KillWait (by the monitor)."""
+        pid_info = _read_json(self.dir / "jobs" / str(job["id"]) / "pid.json")
+        if pid_info is None:
+            return  # not started yet; the monitor retries once the step reports its pid
+        _killpg(pid_info["pgid"], signal.SIGCONT)
+        _killpg(pid_info["pgid"], signal.SIGTERM)
+        self.kills[job["id"]] = time.time() + self.kill_wait_s
+
+    def _signal(self, job: dict, signum: int) -> None:
+        pid_info = _read_json(self.dir / "jobs" / str(job["id"]) / "pid.json")
+        if pid_info is not None:
+            _killpg(pid_info["pgid"], signum)
+
+    # -- socket health ---------------------------------------------------------------------
+    def _health_loop(self) -> None:
+        import ray
+
+        while not self.stop_event.wait(HEALTH_PERIOD_S):
+            try:
+                down = self._dead_ranks(ray)
+            except Exception:  # noqa: BLE001
+                log.exception("health check failed")
+                continue
+            by_node: dict[str, list[int]] = {}
+            for r in down:
+                by_node.setdefault(self.cluster.spec.node_names[r // self.spn], []).append(r)
+            for name, node in self.core.nodes.items():
+                if name in by_node:
+                    labels = ",".join(f"s{r % self.spn}" for r in by_node[name])
+                    with self.lock:
+                        victims = self.core.node_failed(
+                            name, f"Not responding: socket(s) {labels} of {name} died")
+                    for job in victims:
+                        self._kill(job)
+                        if _read_json(self.dir / "jobs" / str(job["id"]) / "pid.json") is None:
+                            self._finish(job, {"returncode": -signal.SIGKILL})
+                elif node.not_responding:
+                    with self.lock:
+                        self.core.node_recovered(name)
+
+    def _dead_ranks(self, ray) -> list[int]:
+        refs = {}
+        dead = []
+        for r, h in enumerate(self.cluster.handles):
+            if h is None:
+                dead.append(r)
+                continue
+            refs[h.ping.remote()] = r
+        ready, pending = ray.wait(list(refs), num_returns=len(refs), timeout=HEALTH_TIMEOUT_S)
+        for ref in ready:
+            try:
+                ray.get(ref)
+            except Exception:  # noqa: BLE001 - the actor died
+                dead.append(refs[ref])
+        dead += [refs[ref] for ref in pending]
+        return sorted(dead)
+
+    def _revive_node(self, name: str) -> list[int]:
+        index = self.core.nodes[name].index
+        ranks = list(range(index * self.spn, (index + 1) * self.spn))
+        revived = self.cluster.revive(ranks)
+        if revived:
+            with self.lock:
+                self.core.node_recovered(name)
+        return revived
+
+
+def _per_node(value: int, n: int) -> str:
+    return str(value) if n == 1 else f"{value}(x{n})"
+
+
+def expand_pattern(pattern: str, job: dict) -> str:
+    """Slurm's filename patterns: %j %x %A %a %N %u %n %t %%; ``%5j`` pads with zeros."""
+    import re
+
+    array_id = job.get("array_job_id")
+    values = {"j": str(job["id"]), "x": job["name"], "u": job["user"],
+              "A": str(array_id if array_id is not None else job["id"]),
+              "a": str(job["array_task_id"]) if array_id is not None else "4294967294",
+              "N": job.get("batch_host") or "", "n": "0", "t": "0", "s": "batch"}
+
+    def sub(m: "re.Match") -> str:
+        if m.group(0) == "%%":
+            return "%"
+        width, key = m.group(1), m.group(2)
+        value = values[key]
+        if width and value.isdigit():
+            value = value.zfill(int(width))
+        return value
+
+    return re.sub(r"%%|%(\d*)([jxuAaNnts])", sub, pattern)
+
+
+def _public(job: dict, full: bool = False) -> dict:
+    """A job record for clients: without the script and environment unless ``full``."""
+    out = {k: v for k, v in job.items() if k != "req"}
+    req = job["req"]
+    out["req"] = {k: v for k, v in req.items() if k not in ("script", "env")}
+    out["display_id"] = _display_id(job)
+    if full:
+        out["req"]["env_count"] = len(req.get("env") or {})
+    return out
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is dead for our purposes
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def _killpg(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+class _Handler(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        sock: socket.socket = self.request
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        pid, uid, gid = struct.unpack("3i", creds)
+        who = Who(uid, gid, pid)
+        controller: ControllerActor = self.server.controller  # type: ignore[attr-defined]
+        while True:
+            try:
+                req = recv_frame(sock)
+            except (ConnectionError, OSError):
+                return
+            if req is None:
+                return
+            try:
+                reply = {"ok": True, "result": controller.handle(req, who)}
+            except RequestError as exc:
+                reply = {"ok": False, "error": str(exc), "code": exc.code}
+            except TypeError as exc:
+                reply = {"ok": False, "error": f"bad request: {exc}", "code": "BadRequest"}
+            except Exception as exc:  # noqa: BLE001 - reported to the client, not fatal here
+                log.exception("request %r failed", req.get("op"))
+                reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}",
+                         "code": "Internal"}
+            try:
+                send_frame(sock, reply)
+            except OSError:
+                return
+
+
+class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+    allow_reuse_address = False
+
+    def __init__(self, address: str, controller: ControllerActor):
+        self.controller = controller
+        super().__init__(address, _Handler)
+
+
+# -- starting and stopping ---------------------------------------------------------------
+def start_controller(cluster: str = "default", state: Path | str | None = None,
+                     partitions: list[dict] | None = None,
+                     kill_wait_s: float = DEFAULT_KILL_WAIT_S, timeout_s: float = 60.0):
+    """Start (or find) the detached controller actor of ``cluster`` on this Ray node and wait
+    until its endpoint answers. Ray must be connected. Returns the actor handle."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from sn40l.cluster.cluster import NAMESPACE
+
+    from sn40l.scheduler.client import state_dir
+
+    state = Path(state or state_dir()).expanduser().resolve()
+    name = ACTOR_PREFIX + cluster
+    try:
+        handle = ray.get_actor(name, namespace=NAMESPACE)
+    except ValueError:
+        handle = ray.remote(ControllerActor).options(
+            name=name, namespace=NAMESPACE, lifetime="detached", num_cpus=0,
+            max_concurrency=16, max_restarts=0,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(
+                ray.get_runtime_context().get_node_id(), soft=False),
+        ).remote(cluster, str(state), partitions, kill_wait_s)
+    ray.get(handle.ping.remote(), timeout=timeout_s)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with Client(cluster, state) as c:
+                c.ping()
+            return handle
+        except ControllerUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def stop_controller(cluster: str = "default") -> bool:
+    """Kill the controller actor of ``cluster`` (its state stays on disk). True if one ran."""
+    import ray
+
+    from sn40l.cluster.cluster import NAMESPACE
+
+    try:
+        handle = ray.get_actor(ACTOR_PREFIX + cluster, namespace=NAMESPACE)
+    except ValueError:
+        return False
+    ray.kill(handle, no_restart=True)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            ray.get_actor(ACTOR_PREFIX + cluster, namespace=NAMESPACE)
+            time.sleep(0.05)
+        except ValueError:
+            break
+    return True
