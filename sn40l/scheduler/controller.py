@@ -143,9 +143,24 @@ class ControllerActor:
 
     # -- reconciliation after a restart ----------------------------------------------------
     def _reconcile(self) -> None:
+        """Jobs the previous controller left: COMPLETING ones are released; RUNNING ones whose
+        batch step never reported (the controller died while launching) are launched now;
+        the others are watched as before, their steps having outlived the controller."""
+        unreported = []
         for job in self.core.running():
             if job["state"] == "COMPLETING":
                 self.launch_pool.submit(self._release, job)
+                continue
+            jobdir = self._jobdir(job)
+            if not (jobdir / "pid.json").exists() and not (jobdir / "exit.json").exists():
+                unreported.append(job)
+        if unreported:
+            time.sleep(2.0)  # a step started just before the restart reports within this
+        for job in unreported:
+            jobdir = self._jobdir(job)
+            if not (jobdir / "pid.json").exists() and not (jobdir / "exit.json").exists():
+                job["launch_time"] = time.time()
+                self.launch_pool.submit(self._launch, job)
 
     # -- request dispatch (called by server threads) ---------------------------------------
     def handle(self, req: dict, who: Who) -> object:
@@ -344,6 +359,10 @@ class ControllerActor:
                 log.exception("scheduling pass failed")
             time.sleep(0.01)  # let a burst of requests coalesce into one pass
 
+    def _jobdir(self, job: dict) -> Path:
+        """The directory of the job's current run (a requeued job starts a new one)."""
+        return self.dir / "jobs" / str(job["id"]) / f"run{job.get('restarts', 0)}"
+
     def _ranks(self, job: dict) -> list[int]:
         ranks = []
         for name, a in sorted(job["alloc"].items()):
@@ -355,19 +374,18 @@ class ControllerActor:
         import ray
 
         job_id = job["id"]
-        jobdir = self.dir / "jobs" / str(job_id)
+        jobdir = self._jobdir(job)
         try:
             ranks = self._ranks(job)
             if ranks:
                 ray.get([self.cluster.socket(r).lease.remote(job_id) for r in ranks],
                         timeout=LAUNCH_TIMEOUT_S)
             jobdir.mkdir(parents=True, exist_ok=True)
-            for stale in ("exit.json", "pid.json"):
-                (jobdir / stale).unlink(missing_ok=True)
             script = jobdir / "script"
             script.write_text(job["req"]["script"])
             os.chmod(script, 0o755)
             if job["uid"] != os.geteuid() and os.geteuid() == 0:
+                os.chown(jobdir.parent, job["uid"], job["gid"])
                 os.chown(jobdir, job["uid"], job["gid"])
                 os.chown(script, job["uid"], job["gid"])
             launch = {"argv": [str(script)] + list(job["req"].get("script_args") or []),
@@ -384,9 +402,14 @@ class ControllerActor:
                            close_fds=True)
         except Exception as exc:  # noqa: BLE001 - a job that cannot start fails, visibly
             log.warning("job %s failed to launch: %s", job_id, exc)
+            node_fail = isinstance(exc, (ray.exceptions.RayActorError,
+                                         ray.exceptions.GetTimeoutError))
             with self.lock:
                 job["launch_error"] = str(exc)
-                self.core.completing(job, "FAILED", 1, 0)
+                if node_fail:  # a socket died under the launch: the node failed, not the job
+                    job["requeue_pending"] = bool(job["req"].get("requeue", True))
+                self.core.completing(job, "NODE_FAIL" if node_fail else "FAILED",
+                                     0 if node_fail else 1, 0)
             self._release(job)
 
     def _out_path(self, job: dict, which: str) -> str:
@@ -463,7 +486,7 @@ class ControllerActor:
         with self.lock:
             running = [j for j in self.core.running() if j["state"] == "RUNNING"]
         for job in running:
-            jobdir = self.dir / "jobs" / str(job["id"])
+            jobdir = self._jobdir(job)
             exit_file = jobdir / "exit.json"
             if exit_file.exists():
                 try:
@@ -536,7 +559,7 @@ class ControllerActor:
 
     def _kill(self, job: dict) -> None:
         """SIGTERM the job's process group now, SIGKILL after KillWait (by the monitor)."""
-        pid_info = _read_json(self.dir / "jobs" / str(job["id"]) / "pid.json")
+        pid_info = _read_json(self._jobdir(job) / "pid.json")
         if pid_info is None:
             return  # not started yet; the monitor retries once the step reports its pid
         _killpg(pid_info["pgid"], signal.SIGCONT)
@@ -544,7 +567,7 @@ class ControllerActor:
         self.kills[job["id"]] = time.time() + self.kill_wait_s
 
     def _signal(self, job: dict, signum: int) -> None:
-        pid_info = _read_json(self.dir / "jobs" / str(job["id"]) / "pid.json")
+        pid_info = _read_json(self._jobdir(job) / "pid.json")
         if pid_info is not None:
             _killpg(pid_info["pgid"], signum)
 
@@ -569,7 +592,7 @@ class ControllerActor:
                             name, f"Not responding: socket(s) {labels} of {name} died")
                     for job in victims:
                         self._kill(job)
-                        if _read_json(self.dir / "jobs" / str(job["id"]) / "pid.json") is None:
+                        if _read_json(self._jobdir(job) / "pid.json") is None:
                             self._finish(job, {"returncode": -signal.SIGKILL})
                 elif node.not_responding:
                     with self.lock:

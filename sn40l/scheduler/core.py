@@ -443,7 +443,7 @@ class SchedulerCore:
             alloc[node.name] = {"cpus": node.cpus if excl else cpus, "sockets": take,
                                 "mem": node.mem_mb if excl else mem}
         job.update(state="RUNNING", reason="None", start_time=now, alloc=alloc,
-                   batch_host=nodes[0].name, end_time=None, exit_code=None)
+                   batch_host=nodes[0].name, end_time=None, exit_code=None, kill_reason=None)
         self._take(job)
 
     # -- job life --------------------------------------------------------------------------
@@ -476,7 +476,7 @@ class SchedulerCore:
         job["restarts"] = job.get("restarts", 0) + 1
         job.update(state="PENDING", alloc=None, start_time=None, end_time=None,
                    exit_code=None, exit_signal=None, batch_host=None, cancelled_by=None,
-                   requeue_at=self.now() + 1.0)
+                   kill_reason=None, requeue_at=self.now() + 1.0)
         job["reason"] = "BeginTime"
         if hold:
             job["held"] = "user"

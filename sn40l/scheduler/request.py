@@ -253,16 +253,16 @@ def batch_directives(script: str) -> list[str]:
 WRAP_TEMPLATE = "#!/bin/sh\n# This script was created by sbatch --wrap.\n\n{}\n"
 
 
-def read_script(path: str) -> str:
+def read_script(path: str, shown: str | None = None) -> str:
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError:
-        raise SubmitError(f"error: Unable to open file {path}", 1) from None
+        raise SubmitError(f"error: Unable to open file {shown or path}", 1) from None
     try:
         return data.decode()
     except UnicodeDecodeError:
-        raise SubmitError(f"error: Batch script {path} is not text; the first line must start "
+        raise SubmitError(f"error: Batch script {shown or path} is not text; the first line must start "
                           "with #! followed by the path to an interpreter", 1) from None
 
 
@@ -302,7 +302,7 @@ def build_request(argv: list[str], env: dict[str, str] | None = None,
         script_args: list[str] = []
     elif operands:
         path = operands[0]
-        script = read_script(os.path.join(cwd, path))
+        script = read_script(os.path.join(cwd, path), path)
         default_name = os.path.basename(path)
         script_args = operands[1:]
     else:
