@@ -48,6 +48,7 @@ DEFAULT_KILL_WAIT_S = 30.0  # Slurm's KillWait
 HEALTH_PERIOD_S = 1.0
 HEALTH_TIMEOUT_S = 5.0
 LAUNCH_TIMEOUT_S = 30.0
+SCHED_MIN_INTERVAL_S = 0.05  # between scheduling passes (Slurm's sched_min_interval idea)
 
 
 def controller_dir(state: Path, cluster: str) -> Path:
@@ -110,8 +111,11 @@ class ControllerActor:
         self.kills: dict[int, float] = {}  # job id -> when SIGKILL follows the SIGTERM
         self.launch_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="launch")
         self.started_at = time.time()
+        self.stepd_name = "sn40l-stepd" + endpoint(cluster, self.state)[len("\0sn40l-slurmctld"):]
+        self.step_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._reconcile()
-        self.server = self._bind(endpoint(cluster, self.state))
+        self.server_address = endpoint(cluster, self.state)
+        self.server = self._bind(self.server_address)
         self.threads = [threading.Thread(target=fn, name=name, daemon=True)
                         for name, fn in (("server", self.server.serve_forever),
                                          ("scheduler", self._scheduler_loop),
@@ -357,7 +361,7 @@ class ControllerActor:
                     self.launch_pool.submit(self._launch, job)
             except Exception:  # noqa: BLE001 - the controller must keep scheduling
                 log.exception("scheduling pass failed")
-            time.sleep(0.01)  # let a burst of requests coalesce into one pass
+            time.sleep(SCHED_MIN_INTERVAL_S)  # a burst of submissions coalesces into one pass
 
     def _jobdir(self, job: dict) -> Path:
         """The directory of the job's current run (a requeued job starts a new one)."""
@@ -397,9 +401,7 @@ class ControllerActor:
             tmp = jobdir / "launch.json.tmp"
             tmp.write_text(json.dumps(launch))
             os.replace(tmp, jobdir / "launch.json")
-            subprocess.run([sys.executable, "-m", "sn40l.scheduler.stepd", str(jobdir)],
-                           check=True, stdin=subprocess.DEVNULL, timeout=LAUNCH_TIMEOUT_S,
-                           close_fds=True)
+            self._fork_step(jobdir)
         except Exception as exc:  # noqa: BLE001 - a job that cannot start fails, visibly
             log.warning("job %s failed to launch: %s", job_id, exc)
             node_fail = isinstance(exc, (ray.exceptions.RayActorError,
@@ -411,6 +413,20 @@ class ControllerActor:
                 self.core.completing(job, "NODE_FAIL" if node_fail else "FAILED",
                                      0 if node_fail else 1, 0)
             self._release(job)
+
+    def _fork_step(self, jobdir: Path) -> None:
+        """Ask the step fork server to start the step in ``jobdir`` (starting the server
+        first if it is not running)."""
+        for attempt in range(3):
+            try:
+                self.step_sock.sendto(str(jobdir).encode(), "\0" + self.stepd_name)
+                return
+            except (ConnectionRefusedError, FileNotFoundError):
+                with self.lock:
+                    subprocess.run([sys.executable, "-m", "sn40l.scheduler.stepd", "--serve",
+                                    self.stepd_name, self.server_address[1:]], check=True, stdin=subprocess.DEVNULL,
+                                   timeout=LAUNCH_TIMEOUT_S, close_fds=True)
+        raise RuntimeError("the step fork server does not answer")
 
     def _out_path(self, job: dict, which: str) -> str:
         req = job["req"]

@@ -253,7 +253,7 @@ class SchedulerCore:
                     "cpus": cpus * len(nodes)}
         indices = req.get("array")
         count = len(indices) if indices else 1
-        first = self.store.next_job_id(count)
+        first = self.store.peek_job_id()
         prio = BASE_PRIORITY - first - int(req.get("nice") or 0)
         jobs = []
         for k in range(count):
@@ -269,7 +269,7 @@ class SchedulerCore:
                 job["priority"] = 0
                 job["reason"] = "JobHeldUser"
             jobs.append(job)
-        self._save(*jobs)
+        self.store.put_jobs(jobs, next_job_id=first + count)
         for job in jobs:
             self.jobs[job["id"]] = job
         return {"job_id": first, "count": count}
@@ -388,7 +388,7 @@ class SchedulerCore:
         """One scheduling pass. Starts what can start (state RUNNING with its allocation, to be
         launched by the caller) and updates the reasons of the rest. Returns the started jobs."""
         now = self.now()
-        timeline = _Timeline(self, now)
+        timeline: _Timeline | None = None  # built at the first job that must wait
         started: list[dict] = []
         blocked_partitions: set[str] = set()
         considered = 0
@@ -405,6 +405,15 @@ class SchedulerCore:
             considered += 1
             if job.get("eligible_time") is None:
                 job["eligible_time"] = now
+            if timeline is None:
+                # No reservation yet: a job that fits the free resources now can only gain
+                # room as running jobs end, so it fits for its whole time limit.
+                nodes = self._fit_now(job)
+                if nodes:
+                    self._start(job, nodes, now)
+                    started.append(job)
+                    continue
+                timeline = _Timeline(self, now)
             start, nodes = timeline.earliest(job)
             if start <= now and nodes:
                 self._start(job, nodes, now)
@@ -421,6 +430,26 @@ class SchedulerCore:
         if changed or started:
             self._save(*changed, *started)
         return started
+
+    def _fit_now(self, job: dict) -> list[NodeInfo]:
+        """Nodes on which the job fits the resources free at this moment, or []."""
+        cpus, rdus, mem = self._need(job)
+        excl = bool(job["req"].get("exclusive"))
+        required = job["req"].get("nodelist") or []
+
+        def fits(n: NodeInfo) -> bool:
+            if not n.usable or n.exclusive is not None or (excl and n.jobs):
+                return False
+            return (n.cpus_used + cpus <= n.cpus and len(n.sockets_used) + rdus <= n.rdus
+                    and n.mem_used + mem <= n.mem_mb)
+
+        fit = [n for n in self._candidates(job) if fits(n)]
+        names = {n.name for n in fit}
+        if not all(r in names for r in required):
+            return []
+        chosen = [self.nodes[r] for r in required]
+        chosen += [n for n in fit if n.name not in required][:job["req"]["nodes"] - len(chosen)]
+        return chosen if len(chosen) >= job["req"]["nodes"] else []
 
     def _estimate(self, job: dict, now: float) -> tuple[float, list[str]]:
         """When and where ``job`` would start behind everything already queued (--test-only)."""

@@ -1,6 +1,12 @@
 """The batch step of a job: runs its script and records how it ended (like slurmstepd).
 
-``python -m sn40l.scheduler.stepd JOBDIR`` reads ``JOBDIR/launch.json`` (argv, environment,
+The controller does not start a Python process per job: ``python -m sn40l.scheduler.stepd
+--serve NAME`` is a small detached fork server (it outlives controller restarts) listening on
+the abstract datagram socket NAME; each datagram names a job directory, and the server forks a
+step for it in about a millisecond. ``python -m sn40l.scheduler.stepd JOBDIR`` runs one step
+directly (double-forked), for debugging.
+
+A step reads ``JOBDIR/launch.json`` (argv, environment,
 working directory, output files, uid/gid), detaches (double fork, so it outlives a controller
 restart and is nobody's child but init's), runs the script in a new session whose process group
 the controller signals, and writes ``JOBDIR/exit.json`` atomically when the script ends.
@@ -98,7 +104,71 @@ def run(jobdir: str) -> int:
     return 0
 
 
+def _step_child(jobdir: str) -> None:
+    """In a freshly forked child: become a session leader with quiet stdio, run the step."""
+    os.setsid()
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    try:
+        code = run(jobdir)
+    except BaseException as exc:  # noqa: BLE001 - recorded for the controller, then exit
+        _write(os.path.join(jobdir, "exit.json"),
+               {"returncode": 1, "end_time": time.time(), "error": repr(exc)})
+        code = 1
+    os._exit(code)
+
+
+def serve(name: str, controller: str | None = None) -> int:
+    """The fork server: detach, bind ``name`` (abstract), fork a step per datagram. It exits
+    once the controller's endpoint ``controller`` has been gone for a minute (a restarted
+    controller starts a new server on demand; running steps never need it)."""
+    import socket
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        sock.bind("\0" + name)
+    except OSError:
+        return 0  # one is already serving this controller
+    if os.fork() > 0:
+        os._exit(0)  # the launcher returns; the server is nobody's child but init's
+    os.setsid()
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # steps are reaped by the kernel
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    sock.settimeout(5.0)
+    gone_since = None
+    while True:
+        try:
+            data = sock.recv(65536)
+        except socket.timeout:
+            if controller is None:
+                continue
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect("\0" + controller)
+                gone_since = None
+            except OSError:
+                gone_since = gone_since or time.monotonic()
+                if time.monotonic() - gone_since > 60:
+                    return 0
+            finally:
+                probe.close()
+            continue
+        if data == b"exit":
+            return 0
+        jobdir = data.decode()
+        if os.fork() == 0:
+            sock.close()
+            _step_child(jobdir)
+
+
 def main() -> int:
+    if sys.argv[1] == "--serve":
+        return serve(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None)
     jobdir = sys.argv[1]
     if os.fork() > 0:
         return 0  # the launcher returns at once; the grandchild runs the job

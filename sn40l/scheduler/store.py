@@ -75,12 +75,23 @@ class Store:
                              (str(first + count),))
             return first
 
+    def peek_job_id(self) -> int:
+        """The id the next submission gets (reserved by :meth:`put_jobs` with
+        ``next_job_id``; callers hold the controller's lock between the two)."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key='next_job_id'").fetchone()
+            return int(row[0]) if row else 1
+
     # -- jobs ------------------------------------------------------------------------------
-    def put_jobs(self, jobs: list[dict]) -> None:
-        """Insert or replace job records in one transaction."""
+    def put_jobs(self, jobs: list[dict], next_job_id: int | None = None) -> None:
+        """Insert or replace job records in one transaction (advancing the next job id in
+        the same transaction, for a submission)."""
         with self._lock:
             self._db.execute("BEGIN")
             try:
+                if next_job_id is not None:
+                    self._db.execute("INSERT OR REPLACE INTO meta(key, value) "
+                                     "VALUES('next_job_id', ?)", (str(next_job_id),))
                 self._db.executemany(
                     "INSERT OR REPLACE INTO jobs(id, state, uid, name, array_job_id, submit_time,"
                     " end_time, data) VALUES(?,?,?,?,?,?,?,?)",
