@@ -22,6 +22,7 @@ import numpy as np
 
 from sn40l.compiler.cost import compute_ns, hbm_ns, launch_ns
 from sn40l.compiler.models import ModelConfig, RopeScaling
+from sn40l.compiler.plan import CompileConfig, kernels, segments
 from sn40l.compiler.types import FusionLevel, Orchestration
 from sn40l.errors import ConfigError
 from sn40l.socket.device import Socket
@@ -200,8 +201,8 @@ class TileEngine:
 
     @property
     def segments(self) -> list[dict]:
-        from sn40l.compiler.plan import segments
-
+        """The plan's weights / KV / activation segments (computed on use: engines of one
+        artifact share its plan, not copies of its segment index)."""
         return segments(self.plan["memory"])
 
     def load_home(self, full: dict[str, np.ndarray] | None, home: str) -> int:
@@ -341,8 +342,6 @@ class TileEngine:
             return self.plan["kernels"]
         key = (mode, batch, seq_len)
         if key not in self._kernel_cache:
-            from sn40l.compiler.plan import CompileConfig, kernels
-
             self._kernel_cache[key] = kernels(self.model, CompileConfig(
                 **dict(cfg, mode=mode, batch=batch, seq_len=seq_len)))
         return self._kernel_cache[key]
