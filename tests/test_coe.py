@@ -172,12 +172,14 @@ def test_prefetch_and_grouping_beat_the_sequential_baseline(cluster2x8):
 def test_two_nodes_each_request_served_where_its_expert_lives(cluster2x8):
     raw = yaml.safe_load(TINY4.read_text())
     raw["name"] = "tiny4x2"
-    raw["cache"] = {}
+    raw["cache"] = {"pin": ["math"]}
     cfg = parse_registry(raw)
     rt = CoERuntime(cluster2x8, cfg)
     rt.load()
     try:
         plan = rt.plan()
+        (math_gid,) = plan.homes["math"]
+        assert rt.hbm_experts(math_gid)[0] == ["math"]  # pinned: resident from load on
         nodes_of = {e: {plan.groups[g].node for g in gids} for e, gids in plan.homes.items()}
         assert {n for ns in nodes_of.values() for n in ns} == {0, 1}
         seq = ["law", "math", "code", "medicine", "math"]
@@ -185,6 +187,7 @@ def test_two_nodes_each_request_served_where_its_expert_lives(cluster2x8):
         for e, r in zip(seq, res.requests):
             assert r.expert == e and {r.node} == nodes_of[e]
             assert r.tokens == _reference(rt, e, PROMPTS[e], 4)
+            assert r.hit == (e == "math")
         for g in plan.groups:
             held = set(plan.experts_on(g.gid))
             for view in rt.hbm_experts(g.gid):
