@@ -296,6 +296,13 @@ class TileEngine:
         self._views, self._kv = {}, []
         return {"copied_back": back, "freed": freed, "end_ns": end}
 
+    def _check_resident(self) -> None:
+        """Refuse to run before any collective starts, so every rank of the group refuses
+        alike (a rank that raised halfway would leave its peers' messages behind)."""
+        if not self.resident:
+            raise ConfigError(f"weights of {self.tag!r} are not in HBM; activate the model "
+                              "before running it")
+
     def _w(self, name: str) -> np.ndarray:
         if self.layout == "segments":
             view = self._views.get(name)
@@ -355,6 +362,7 @@ class TileEngine:
         if pos < 0 or pos + n > self.max_seq:
             raise ConfigError(f"positions {pos}..{pos + n - 1} exceed the compiled sequence "
                               f"length {self.max_seq}")
+        self._check_resident()
         out = self._forward(tokens, [0] * n, list(range(pos, pos + n)), [n - 1],
                             self._kernels(n), None)
         return None if out is None else out[0]
@@ -372,6 +380,7 @@ class TileEngine:
             raise ConfigError(f"prompts of 1..{self.max_seq - new_tokens} tokens fit "
                               f"{new_tokens} new tokens in the compiled sequence length "
                               f"{self.max_seq}; got lengths {[len(p) for p in prompts]}")
+        self._check_resident()
         clock = self.socket.clock
         clock.advance_to(self.ready_ns)
         start = clock.now
