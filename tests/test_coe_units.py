@@ -1,9 +1,11 @@
 """CoE runtime pieces without Ray: registry validation, LRU cache, placement, capacity refusal
-with numbers, footprint and router decisions. Oracles: published parameter counts, the shipped
+with numbers, footprint, the router model's weights and decisions, plan segments, and the
+socket's segment copies and host tier. Oracles: published parameter counts, the shipped
 profile YAML read directly, and hand-worked LRU sequences."""
 
 from __future__ import annotations
 
+import math
 import re
 from importlib import resources
 from pathlib import Path
@@ -11,14 +13,21 @@ from pathlib import Path
 import pytest
 import yaml
 
+import numpy as np
+
 from sn40l.coe.cache import ExpertCache
-from sn40l.coe.model import model_shape, tokenize
+from sn40l.coe.model import build_experts, tokenize
 from sn40l.coe.placement import ExpertNeed, footprint, plan
 from sn40l.coe.registry import load_registry, parse_registry, synthetic
-from sn40l.coe.router import CentroidRouter
+from sn40l.coe.router import Router
 from sn40l.coe.sizing import coe_needs
-from sn40l.errors import CapacityError, ConfigError
+from sn40l.compiler import CompileConfig, compile_model, preset
+from sn40l.compiler.plan import segments
+from sn40l.errors import CapacityError, ConfigError, OutOfDeviceMemory, RegionError
 from sn40l.hardware.profile import load_profile
+from sn40l.socket.device import Socket, SocketId
+from sn40l.socket.tensor import Tensor
+from sn40l.socket.types import Tier
 
 REPO = Path(__file__).resolve().parents[1]
 TINY4 = REPO / "deploy" / "coe" / "tiny4.yaml"
@@ -36,8 +45,8 @@ def _raw(**over):
 
 def test_published_parameter_counts():
     # Llama 2 paper / HF model cards: 6,738,415,616 and 68,976,648,192 parameters.
-    assert model_shape("llama2-7b").params == 6_738_415_616
-    assert model_shape("llama2-70b").params == 68_976_648_192
+    assert preset("llama2-7b").params == 6_738_415_616
+    assert preset("llama2-70b").params == 68_976_648_192
 
 
 @pytest.mark.parametrize("change,key", [
@@ -126,9 +135,65 @@ def test_footprint_arithmetic():
 
 def test_router_sends_domain_prompts_to_their_expert():
     cfg = load_registry(TINY4)
-    r = CentroidRouter(cfg)
+    r = Router(cfg)
     prompts = ["what is the integral of this equation", "my python loop has a bug",
                "the defendant lost the appeal in court", "patient symptom and dose",
                "prove the theorem for the matrix"]
-    assert r.decide(r.head(), prompts) == ["math", "code", "law", "medicine", "math"]
+    assert r.reference(prompts) == ["math", "code", "law", "medicine", "math"]
     assert tokenize("A b", 100) == tokenize("a B", 100)
+    # the documented weights: uniform attention (q = k = 0), identity value path, a zero MLP,
+    # and an LM head whose only winning columns are the 4 experts' centroids
+    w = r.weights
+    assert not w["layers.0.wq"].any() and not w["layers.0.wk"].any()
+    assert not w["layers.0.w_down"].any() and (w["embed"][:, 0] == 1).all()
+    assert np.allclose(np.linalg.norm(w["lm_head"][:, :4], axis=0), 1.0)
+    assert (w["lm_head"][0, 4:] < -1000).all() and not w["lm_head"][1:, 4:].any()
+    art = r.artifact.plan
+    assert art["model"]["layers"] == 1 and art["config"]["tp"] == 8
+    with pytest.raises(ConfigError, match="router.vocab = 3 must exceed the 4 experts"):
+        Router(parse_registry({**yaml.safe_load(TINY4.read_text()), "router": {"vocab": 3}}))
+
+
+def test_segments_pack_the_memory_plan_by_kind():
+    art = compile_model(CompileConfig("tiny", tp=8, batch=8, seq_len=64))
+    mem = art.plan["memory"]
+    segs = {s["name"]: s for s in segments(mem)}
+    for name, kind in (("weights", "weight"), ("kv", "kv"), ("activations", "activation")):
+        syms = [x for x in mem["symbols"] if x["kind"] == kind]
+        assert segs[name]["bytes"] == sum(x["bytes"] for x in syms)
+        offsets = [segs[name]["symbols"][x["name"]][0] for x in syms]
+        sizes = [x["bytes"] // (4 if kind == "activation" else 2) for x in syms]
+        assert offsets == [sum(sizes[:i]) for i in range(len(sizes))]  # contiguous, in order
+    assert segs["weights"]["read_only"] and not segs["kv"]["read_only"]
+
+
+def test_experts_compile_once_per_source_and_random_weights_are_bounded():
+    cfg = synthetic(3, "tiny", 8, weights="random", serving={"max_batch": 2, "max_context": 16})
+    builds = build_experts(cfg, "sn40l")
+    assert len({id(b.artifact) for b in builds.values()}) == 1
+    assert len({b.seed for b in builds.values()}) == 3
+    with pytest.raises(ConfigError, match="at most 50,000,000 are allowed"):
+        build_experts(synthetic(1, "llama2-7b", 8, weights="random"), "sn40l")
+
+
+def test_socket_copies_segments_as_one_chain_and_has_a_host_tier():
+    prof = load_profile("dgx-h100")
+    s = Socket(SocketId("t", 0, 0, 8), prof)
+    assert s.tiers[Tier.HOST].capacity == 2 * 10**12 // 8  # 2 TB host memory, 8 GPUs
+    s.place("a", "host", Tensor.of(np.arange(1000, dtype=np.float32), "bf16"), read_only=True)
+    s.place("b", "host", Tensor.of(np.zeros(500, np.float32), "bf16"))
+    n, start, end = s.copy_segments([("a", "a@hbm"), ("b", "b@hbm")], "hbm")
+    assert n == 3000 and end - start == 2000 + math.ceil(3000 / 64e9 * 1e9)  # host link
+    assert s.region("a@hbm").read_only and (s.region("a@hbm").tensor.data == np.arange(1000)).all()
+    s.region("b@hbm").tensor.data[:] = 7
+    s.mark_dirty("b@hbm")
+    s.copy_segments([("b@hbm", "b")], "host")  # over the existing home, in place
+    assert (s.region("b").tensor.data == 7).all() and not s.region("b").dirty
+    with pytest.raises(RegionError, match="read-only"):
+        s.copy_segments([("a@hbm", "a")], "host")
+    big = Tensor.phantom((prof.tier("hbm").capacity,), "bf16")
+    s.place("big", "host", big)
+    used = s.tiers[Tier.HBM].used
+    with pytest.raises(OutOfDeviceMemory):
+        s.copy_segments([("b", "b2@hbm"), ("big", "big@hbm")], "hbm")
+    assert "b2@hbm" not in s and s.tiers[Tier.HBM].used == used  # rolled back

@@ -1,9 +1,16 @@
 """Tile-engine operations that SocketActor gains as a mixin: load a compiled model's weight
 shards and run its prefill + greedy decode loop inside the actor (one Ray call per generate,
-not per token; the sockets couple through their collectives)."""
+not per token; the sockets couple through their collectives).
+
+For the CoE runtime: ``engine_load(..., home="ddr")`` keeps a model's segments in a home tier,
+``engine_activate`` / ``engine_evict`` switch it into and out of HBM, ``engine_generate_batch``
+serves several prompts at once, and ``engine_status`` shows what is resident and when each
+model was last used (the LRU order as the sockets see it).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 import numpy as np
@@ -20,17 +27,35 @@ class EngineOps:
     def __init__(self) -> None:
         super().__init__()
         self._engines: dict[str, TileEngine] = {}
+        self._plans: dict[str, dict] = {}      # artifact digest -> plan, shared by engines
+        self._replays: dict[tuple, dict] = {}  # (digest, group) -> phantom step replay table
+
+    def _plan(self, pef: bytes, tag: str) -> tuple[str, dict]:
+        digest = hashlib.sha256(pef).hexdigest()
+        if digest not in self._plans:
+            self._plans[digest] = Artifact.from_bytes(pef, origin=f"artifact of {tag!r}").plan
+        return digest, self._plans[digest]
 
     def engine_load(self, tag: str, pef: bytes, rank: int, group: str | None,
-                    weights: str = "random", seed: int = 0, job: int | None = None) -> dict:
+                    weights: str = "random", seed: int = 0, job: int | None = None,
+                    home: str | None = None, tensors: dict | None = None,
+                    replay: bool = False) -> dict:
         """Place this socket's shards of the artifact's weights (``weights="random"``: drawn
-        from ``seed``; ``"phantom"``: shapes only; or a Hugging Face checkpoint directory)."""
+        from ``seed``; ``"phantom"``: shapes only; or a Hugging Face checkpoint directory;
+        ``tensors``: full weights given by name). ``home`` ("ddr" or "host") keeps them as
+        segments in that tier until :meth:`engine_activate`. ``replay`` lets phantom steps of
+        a shape already run replay its modeled time (see :class:`TileEngine`)."""
         self._check_job(job)
+        if tag in self._engines:
+            raise ConfigError(f"a model {tag!r} is already loaded on socket {self.ident.label}")
         self._note_owner(job, tag)
-        plan = Artifact.from_bytes(pef, origin=f"artifact of {tag!r}").plan
+        digest, plan = self._plan(pef, tag)
         comm = self.communicator(group) if int(plan["config"]["tp"]) > 1 else None
-        engine = TileEngine(self.socket, plan, rank, tag, comm)
-        if weights == "random":
+        table = self._replays.setdefault((digest, group), {}) if replay else None
+        engine = TileEngine(self.socket, plan, rank, tag, comm, table)
+        if tensors is not None:
+            full = {k: np.asarray(v, np.float32) for k, v in tensors.items()}
+        elif weights == "random":
             full = random_weights(engine.model, seed)
         elif weights == "phantom":
             full = None
@@ -40,17 +65,25 @@ class EngineOps:
             raise ConfigError(f"weights {weights!r}: allowed 'random', 'phantom' or a "
                               "checkpoint directory (config.json + model.safetensors)")
         with self._lock:
-            placed = engine.load(full)
+            try:
+                placed = engine.load(full) if home is None else engine.load_home(full, home)
+            except BaseException:
+                self.socket.free_owner(tag)  # a model that does not fit leaves nothing
+                raise
         self._engines[tag] = engine
         return {"bytes": placed, "now_ns": self.socket.clock.now}
+
+    def _engine(self, tag: str) -> TileEngine:
+        engine = self._engines.get(tag)
+        if engine is None:
+            raise ConfigError(f"no model {tag!r} loaded on socket {self.ident.label}")
+        return engine
 
     def engine_generate(self, tag: str, prompt_ids: list[int], max_new_tokens: int,
                         job: int | None = None, keep_logits: bool = False) -> dict:
         """Prefill ``prompt_ids`` then decode greedily; modeled and wall times apart."""
         self._check_job(job)
-        engine = self._engines.get(tag)
-        if engine is None:
-            raise ConfigError(f"no model {tag!r} loaded on socket {self.ident.label}")
+        engine = self._engine(tag)
         vocab = engine.model.vocab
         bad = [t for t in prompt_ids if not 0 <= int(t) < vocab]
         if not prompt_ids or bad:
@@ -79,6 +112,41 @@ class EngineOps:
         return {"tokens": tokens, "ttft_ns": ttft, "decode_ns": steps,
                 "start_ns": start, "end_ns": clock.now, "wall_s": time.perf_counter() - wall0,
                 "logits": logits_seen if keep_logits else None}
+
+    def engine_generate_batch(self, tag: str, prompts: list[list[int]], max_new_tokens: int,
+                              job: int | None = None) -> dict:
+        """Greedy generation of several prompts at once (one KV slot each); see
+        :meth:`TileEngine.generate_batch`."""
+        self._check_job(job)
+        engine = self._engine(tag)
+        vocab = engine.model.vocab
+        bad = [t for p in prompts for t in p if not 0 <= int(t) < vocab]
+        if not prompts or bad:
+            raise ConfigError(f"prompt ids must be non-empty lists of 0..{vocab - 1}; "
+                              f"bad: {bad[:5]}")
+        wall0 = time.perf_counter()
+        out = engine.generate_batch([[int(t) for t in p] for p in prompts], max_new_tokens)
+        return {**out, "wall_s": time.perf_counter() - wall0}
+
+    def engine_activate(self, tag: str, wait: bool = True, job: int | None = None) -> dict:
+        """Copy a home-loaded model's segments to HBM (``wait=False``: a prefetch)."""
+        self._check_job(job)
+        engine = self._engine(tag)
+        with self._lock:
+            return engine.activate(wait)
+
+    def engine_evict(self, tag: str, wait: bool = True, job: int | None = None) -> dict:
+        """Free a model's HBM copies; a dirty KV segment is copied home first."""
+        self._check_job(job)
+        engine = self._engine(tag)
+        with self._lock:
+            return engine.evict(wait)
+
+    def engine_status(self, prefix: str = "") -> list[dict]:
+        """Models whose tag starts with ``prefix``: layout, HBM residency, last use."""
+        return [{"tag": t, "layout": e.layout, "home": e.home, "resident": e.resident,
+                 "phantom": e.phantom, "last_used_ns": e.last_used_ns}
+                for t, e in sorted(self._engines.items()) if t.startswith(prefix)]
 
     def engine_unload(self, tag: str, job: int | None = None) -> int:
         self._check_job(job)

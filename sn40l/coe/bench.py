@@ -3,7 +3,9 @@
 For each profile and expert count the benchmark sizes the CoE on numbers first (how many nodes
 it needs: SN40L holds experts in socket DDR, the DGX baselines in node host memory), brings up
 that many emulated nodes with phantom weights, loads the CoE, and serves ``rounds`` batches per
-(batch size, decode tokens, serving mode) from a cold cache (only the router resident).
+(batch size, decode tokens, serving mode) from a cold cache (only the router resident). Every
+router and expert run executes the compiled artifacts on the socket actors (phantom steps of a
+shape already run replay its modeled time, see :class:`sn40l.socket.engine.TileEngine`).
 
 Workload (deterministic, seeded): each prompt asks expert *i* with probability proportional to
 1/(i+1) (Zipf, s=1), and is ``prompt_len`` words drawn from that expert's domain text, so the
@@ -80,7 +82,7 @@ def workload(n_experts: int, batch: int, rounds: int, prompt_len: int, seed: int
 
 def nodes_needed(config, profile, max_nodes: int = 64) -> int:
     """Fewest nodes of ``profile`` that hold ``config`` (capacity check on numbers only)."""
-    needs, router_bytes = coe_needs(config)
+    needs, router_bytes = coe_needs(config, profile.name)
     for n in range(1, max_nodes + 1):
         try:
             plan(needs, profile, n, config.tp, router_bytes, config.placement,
@@ -119,7 +121,7 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] = print,
                         cluster.stop()
                     cluster = Cluster.start(nodes=nodes, profile=profile,
                                             name=f"coebench-{prof_name}")
-                needs, router_bytes = coe_needs(coe)
+                needs, router_bytes = coe_needs(coe, profile.name)
                 if n == max(cfg.experts):
                     feet.append(footprint(profile, needs[0], cfg.tp, n, router_bytes))
                 rt = CoERuntime(cluster, coe)

@@ -74,7 +74,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     cfg = load_registry(args.registry)
     profile = load_profile(args.profile)
-    needs, router_bytes = coe_needs(cfg)
+    needs, router_bytes = coe_needs(cfg, profile.name)
     p = plan(needs, profile, args.nodes, cfg.tp, router_bytes, cfg.placement, cfg.cache.pin,
              what=f"CoE {cfg.name!r}")
     if args.json:

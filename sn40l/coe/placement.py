@@ -40,17 +40,25 @@ class Group:
 
 @dataclass(frozen=True)
 class ExpertNeed:
-    """Per-socket bytes of one expert (weights, state) and placement hints."""
+    """Per-socket bytes of one expert (weights, state, scratch) and placement hints."""
 
     name: str
     weight_bytes: int
     state_bytes: int
     replicas: int = 1
     hot: bool = False
+    scratch_bytes: int = 0  # activations: allocated in HBM while resident, never homed
 
     @property
     def per_socket(self) -> int:
-        return aligned(self.weight_bytes) + aligned(self.state_bytes)
+        """Home bytes per socket: the weights and the state (KV caches)."""
+        return aligned(self.weight_bytes) + (aligned(self.state_bytes) if self.state_bytes
+                                             else 0)
+
+    @property
+    def resident(self) -> int:
+        """HBM bytes per socket while resident: home segments plus scratch."""
+        return self.per_socket + (aligned(self.scratch_bytes) if self.scratch_bytes else 0)
 
 
 def make_groups(nodes: int, sockets_per_node: int, tp: int) -> list[Group]:
@@ -166,8 +174,8 @@ def plan(experts: list[ExpertNeed], profile: Profile, nodes: int, tp: int,
     hbm = profile.tier("hbm").capacity
     router_s = aligned(router_bytes) if router_bytes else 0
     total_home = sum(e.per_socket * e.replicas for e in experts)
-    largest = max(experts, key=lambda e: e.per_socket)
-    pinned = sum(e.per_socket for e in experts if e.name in pins)
+    largest = max(experts, key=lambda e: e.resident)
+    pinned = sum(e.resident for e in experts if e.name in pins)
     problems = []
     if total_home > cap_home * len(groups):
         label = "DDR" if home is Home.DDR else "host memory"
@@ -176,11 +184,11 @@ def plan(experts: list[ExpertNeed], profile: Profile, nodes: int, tp: int,
             f"({format_bytes(total_home / len(groups))} per socket over {len(groups)} TP{tp} "
             f"groups), has {format_bytes(cap_home * tp * len(groups))} "
             f"({format_bytes(cap_home)} per socket)")
-    if router_s + pinned + largest.per_socket > hbm:
+    if router_s + pinned + largest.resident > hbm:
         problems.append(
-            f"HBM: needs {format_bytes(router_s + pinned + largest.per_socket)} per socket "
+            f"HBM: needs {format_bytes(router_s + pinned + largest.resident)} per socket "
             f"(router {format_bytes(router_s)} + pinned experts {format_bytes(pinned)} + the "
-            f"largest expert {largest.name!r} {format_bytes(largest.per_socket)}), has "
+            f"largest expert {largest.name!r} {format_bytes(largest.resident)}), has "
             f"{format_bytes(hbm)} per socket")
     if problems:
         raise CapacityError(f"{what} does not fit {nodes} node(s) of {profile.name} "
@@ -194,13 +202,12 @@ def plan(experts: list[ExpertNeed], profile: Profile, nodes: int, tp: int,
     by_name = {e.name: e for e in experts}
     for g in groups:
         held = [by_name[n] for n, gids in homes.items() if g.gid in gids]
-        pin_here = sum(e.per_socket for e in held if e.name in pins)
-        budget[g.gid] = hbm - pin_here - (router_s if g.gid in router_gids else 0)
-        if held and max(e.per_socket for e in held) > budget[g.gid]:
+        budget[g.gid] = hbm - (router_s if g.gid in router_gids else 0)
+        if held and max(e.resident for e in held) > budget[g.gid]:
             raise CapacityError(
                 f"{what}: HBM of group {g.gid} (node {g.node}) has {format_bytes(budget[g.gid])}"
-                f" per socket after router and pins, less than expert "
-                f"{max(held, key=lambda e: e.per_socket).name!r} needs")
+                f" per socket after the router, less than expert "
+                f"{max(held, key=lambda e: e.resident).name!r} needs")
     return PlacementPlan(tuple(groups), {k: tuple(v) for k, v in homes.items()}, home,
                          router_gids, router_s, budget,
                          {g.gid: cap_home - free[g.gid] for g in groups}, cap_home)
@@ -214,9 +221,9 @@ def footprint(profile: Profile, expert: ExpertNeed, tp: int, n_experts: int,
     groups = spn // tp
     hbm = profile.tier("hbm").capacity
     per_node_home = groups * (home_capacity_per_socket(profile) // expert.per_socket)
-    per_node_hbm = groups * ((hbm - aligned(router_bytes)) // expert.per_socket)
+    per_node_hbm = groups * ((hbm - aligned(router_bytes)) // expert.resident)
     return {"profile": profile.name, "home": str(home_tier(profile)),
-            "expert_bytes": expert.per_socket * tp,
+            "expert_bytes": expert.resident * tp,
             "experts_per_node_home": per_node_home,
             "experts_per_node_hbm": per_node_hbm,
             "nodes_needed_home": math.ceil(n_experts / per_node_home) if per_node_home else None,

@@ -5,7 +5,7 @@ Example (``deploy/coe/tiny4.yaml``)::
     name: tiny4
     weights: random            # random (materialized) | phantom (shape only)
     placement: spread          # a name from sn40l.coe.placement.POLICIES
-    router: {vocab: 4096, dim: 256}         # optional 'preset' sizes the router's compute
+    router: {vocab: 4096, dim: 256}         # optional 'preset': a backbone run before the head
     serving: {max_batch: 8, max_context: 64}
     cache: {max_resident: 2, pin: []}       # per TP group; default: as many as HBM holds
     experts:
@@ -48,8 +48,9 @@ class ExpertSpec:
 
 @dataclass(frozen=True)
 class RouterSpec:
-    """The router: a centroid head over a fixed token embedding (always materialized, small),
-    and optionally a ``preset`` backbone whose compute and HBM footprint it is charged."""
+    """The router: a compiled one-layer model whose weights come from the experts' domains
+    (always materialized, small; see :mod:`sn40l.coe.router`), and optionally a ``preset``
+    backbone (phantom) run over the batch first, so a large router's compute and HBM count."""
 
     vocab: int = 4096
     dim: int = 256

@@ -1,18 +1,31 @@
-"""The CoE router: a small model resident in HBM whose output picks the expert.
+"""The CoE router: a compiled one-layer Llama model, resident in HBM, run on the sockets; the
+token it generates for a prompt is the index of the expert that serves it.
 
-How its weights are derived (so that a math prompt reaches the math expert, deterministically):
+Its weights are derived from the experts' domain descriptions, so that a math prompt reaches
+the math expert (``D = router.dim``, ``V = router.vocab``, ``E`` experts, TP heads of
+``D / TP`` dims):
 
-* a fixed token embedding ``E`` (``vocab x dim``, standard normal / sqrt(dim), seeded) —
-  random high-dimensional rows are nearly orthogonal, so different words barely interact;
-* one centroid row per expert: the normalised mean of ``E`` over the tokens of the expert's
-  ``domain`` text (tokens are BLAKE2b hashes of words, see :func:`sn40l.coe.model.tokenize`);
-* a prompt's score against each expert is ``C @ mean(E[prompt])``; the expert with the highest
-  score wins, ties going to the expert listed first. A prompt sharing words with a domain scores
-  about 1/len(prompt) per shared word; unrelated words add noise of order 1/sqrt(dim).
+* **embedding** ``(V, D)``: a fixed random table, N(0, 1/D) seeded by the registry's seed,
+  whose column 0 is set to 1 (a *bias channel*, the same in every row). Words become tokens
+  by a stable hash (:func:`sn40l.coe.model.tokenize`); random rows are nearly orthogonal, so
+  different words barely interact;
+* **attention**: ``wq = wk = 0``, so every score is 0 and each position attends uniformly to
+  the prompt so far; ``wv = wo = I``. At the last position the layer adds the mean over the
+  prompt of the RMS-normalised embeddings to the last token's embedding;
+* **MLP**: all zero (it adds nothing); every norm weight is 1;
+* **LM head** ``(D, V)``: column ``e < E`` is the expert's *centroid*: the normalised mean of
+  the RMS-normalised embeddings of the words of its ``domain`` (column 0 excluded, i.e. 0);
+  every other column is ``-BIAS_PENALTY`` on the bias channel and 0 elsewhere, so no token
+  but an expert index can win.
 
-The head (``E`` and ``C``) is always materialized (about 1 MiB) and lives read-only in the HBM
-of every node's router group. An optional ``preset`` backbone (e.g. a 7B model, phantom) adds
-the HBM footprint and the modeled prefill time of running a real model over the batch.
+The greedy token after the prompt is therefore ``argmax_e c_e . x_last`` (ties go to the expert
+listed first): the expert whose domain words the prompt shares most. :meth:`Router.reference`
+is the same decision in float64 numpy, for tests.
+
+The router's compute and HBM traffic are those of its compiled plan run on the sockets. An
+optional ``router.preset`` backbone (e.g. Llama-2-7B, phantom weights) runs its prefill over
+the batch first, so a large router's cost and HBM footprint count too; the decision still
+comes from the head above.
 """
 
 from __future__ import annotations
@@ -21,66 +34,85 @@ import math
 
 import numpy as np
 
-from sn40l.coe.model import generate_ns, model_shape, tokenize
+from sn40l.compiler import Artifact, CompileConfig, ModelConfig, compile_model
+from sn40l.coe.model import tokenize
 from sn40l.coe.registry import CoEConfig
-from sn40l.hardware.profile import Profile
+from sn40l.errors import ConfigError
+
+BIAS_PENALTY = 1e4  # a weight, not a modeled number: keeps non-expert tokens far below
 
 
-class CentroidRouter:
-    """Router weights and decision. ``__init__`` derives the weights (pure, no I/O)."""
+def router_model(config: CoEConfig) -> ModelConfig:
+    spec, tp = config.router, config.tp
+    if spec.dim % tp or (spec.dim // tp) % 2:
+        raise ConfigError(f"router.dim = {spec.dim} must split into TP {tp} heads of an even "
+                          "width (RoPE rotates pairs)")
+    if spec.vocab < len(config.experts) + 1:
+        raise ConfigError(f"router.vocab = {spec.vocab} must exceed the {len(config.experts)} "
+                          "experts (the router's output token is an expert index)")
+    return ModelConfig("coe-router", layers=1, hidden=spec.dim, heads=tp, kv_heads=tp,
+                       intermediate=spec.dim, vocab=spec.vocab,
+                       max_position=config.serving.max_context)
 
-    def __init__(self, config: CoEConfig):
-        spec = config.router
-        self.spec, self.tp = spec, config.tp
+
+def _rms(x: np.ndarray) -> np.ndarray:
+    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + 1e-5)
+
+
+class Router:
+    """Router weights and artifacts. ``__init__`` derives and compiles (pure, no I/O)."""
+
+    def __init__(self, config: CoEConfig, profile: str = "sn40l"):
+        spec, s = config.router, config.serving
+        self.config = config
         self.experts = [e.name for e in config.experts]
+        self.model = router_model(config)
+        d, v, n_e = spec.dim, spec.vocab, len(self.experts)
         rng = np.random.default_rng([config.seed, 0x5EED])
-        self.emb = (rng.standard_normal((spec.vocab, spec.dim)) / math.sqrt(spec.dim)
-                    ).astype(np.float32)
-        rows = []
-        for e in config.experts:
-            v = self.emb[tokenize(e.domain, spec.vocab)].mean(axis=0)
-            rows.append(v / (np.linalg.norm(v) or 1.0))
-        self.centroids = np.stack(rows).astype(np.float32)  # (experts, dim)
-        self.backbone = model_shape(spec.preset) if spec.preset else None
-
-    def head(self) -> np.ndarray:
-        """The head as one flat vector: embedding then centroids (what HBM holds)."""
-        return np.concatenate([self.emb.ravel(), self.centroids.ravel()])
-
-    def unpack(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        n = self.spec.vocab * self.spec.dim
-        return (flat[:n].reshape(self.spec.vocab, self.spec.dim),
-                flat[n:].reshape(len(self.experts), self.spec.dim))
-
-    def backbone_numel_per_socket(self) -> int:
-        if self.backbone is None:
-            return 0
-        return -(-self.backbone.params // self.tp)
-
-    @property
-    def head_bytes(self) -> int:
-        return (self.emb.size + self.centroids.size) * 2  # bf16 on the device
+        emb = (rng.standard_normal((v, d)) / math.sqrt(d)).astype(np.float32)
+        emb[:, 0] = 1.0  # bias channel
+        normed = _rms(emb.astype(np.float64))
+        head = np.zeros((d, v), np.float32)
+        head[0, n_e:] = -BIAS_PENALTY
+        for j, e in enumerate(config.experts):
+            c = normed[tokenize(e.domain, v)].mean(axis=0)
+            c[0] = 0.0
+            head[:, j] = c / (np.linalg.norm(c) or 1.0)
+        eye, zero_dd = np.eye(d, dtype=np.float32), np.zeros((d, d), np.float32)
+        ones = np.ones(d, np.float32)
+        self.weights = {"embed": emb, "final_norm": ones, "lm_head": head,
+                        "layers.0.attn_norm": ones, "layers.0.mlp_norm": ones,
+                        "layers.0.wq": zero_dd, "layers.0.wk": zero_dd, "layers.0.wv": eye,
+                        "layers.0.wo": eye, "layers.0.w_gate": zero_dd,
+                        "layers.0.w_up": zero_dd, "layers.0.w_down": zero_dd}
+        self.artifact: Artifact = compile_model(CompileConfig(
+            "coe-router", tp=config.tp, batch=s.max_batch, seq_len=s.max_context,
+            profile=profile), self.model)
+        self.backbone: Artifact | None = None
+        if spec.preset:
+            self.backbone = compile_model(CompileConfig(
+                spec.preset, tp=config.tp, batch=s.max_batch, seq_len=s.max_context,
+                profile=profile))
 
     def hbm_bytes_per_socket(self) -> int:
-        return self.head_bytes + 2 * self.backbone_numel_per_socket()
+        """HBM the router takes on each socket of a router group (head + backbone)."""
+        total = self.artifact.hbm_bytes_per_socket + self.artifact.ddr_bytes_per_socket
+        if self.backbone is not None:
+            total += self.backbone.hbm_bytes_per_socket + self.backbone.ddr_bytes_per_socket
+        return total
 
-    def decide(self, flat_head: np.ndarray, prompts: list) -> list[str]:
-        """Expert name per prompt, from the head as read back from HBM."""
-        emb, cent = self.unpack(flat_head)
+    def tokens(self, prompt) -> list[int]:
+        return tokenize(prompt, self.model.vocab)
+
+    def reference(self, prompts: list) -> list[str]:
+        """The router's decision computed here in float64 (the oracle of the socket run)."""
+        w = {k: x.astype(np.float64) for k, x in self.weights.items()}
         out = []
         for p in prompts:
-            x = emb[tokenize(p, self.spec.vocab)].mean(axis=0)  # (dim,)
-            out.append(self.experts[int(np.argmax(cent @ x))])
+            ids = self.tokens(p)
+            x = w["embed"][ids]                                  # (n, D)
+            v = _rms(x) @ w["layers.0.wv"]                       # uniform attention over all
+            x_last = x[-1] + v.mean(axis=0) @ w["layers.0.wo"]   # MLP adds 0
+            logits = _rms(x_last) @ w["lm_head"]                 # (V,)
+            out.append(self.experts[int(np.argmax(logits))])
         return out
-
-    def cost_ns(self, profile: Profile, batch: int, prompt_len: int) -> int:
-        """Modeled router time for a batch: the backbone's prefill over the batch (if any)
-        plus streaming the head once from HBM at the fused efficiency."""
-        hbm = profile.tier("hbm")
-        eff_bw = int(hbm.bandwidth * profile.value("efficiency.hbm_fused"))
-        head = hbm.latency_ns + -(-self.head_bytes * 10**9 // eff_bw)
-        head += int(profile.value("launch.hardware"))
-        if self.backbone is None:
-            return head
-        prefill, _ = generate_ns(profile, self.backbone, self.tp, batch, prompt_len, 1)
-        return prefill + head

@@ -1,45 +1,52 @@
 """The CoE runtime on an emulated cluster: load experts to their homes, route, swap, run.
 
-Serving a batch (DESIGN.md, the CoE runtime): the router runs over the whole batch on node 0's
-router group, then each (prompt, expert) pair goes to a TP group that holds the expert. If the
-expert is not HBM-resident there, its segments are copied DDR->HBM (or host->HBM on the GPU
-baselines) on every socket of the group in parallel, after evicting least-recently-used experts:
-read-only weights are only freed, dirty state segments (the KV cache) are copied back first.
-A hit starts at once with no copy.
+Everything runs on the socket actors; the driver only decides and bookkeeps.
 
-Options beyond the paper's sequential baseline (:class:`ServeOptions`): group a batch's prompts
-by expert and run each group as one batch; prefetch the next expert's segments on the DMA engine
-(``copy(..., wait=False)``) while the current one runs; pins (registry ``cache.pin``) keep
-experts resident for good.
+* **Load**: the capacity check runs on numbers first (:mod:`sn40l.coe.placement`); then every
+  TP group gets a collective group, the router (:mod:`sn40l.coe.router`) is loaded into the
+  HBM of each node's router group, and every expert's compiled artifact is loaded on the
+  sockets of its home group(s) with its weights and KV caches as segments in the home tier:
+  socket DDR on SN40L, the sockets' share of host memory on the GPU baselines.
+* **Serve** a batch (DESIGN.md, the CoE runtime): the router runs over the whole batch on node
+  0's router group and generates one token per prompt, the expert's index. Each (prompt,
+  expert) pair then goes to a TP group that holds the expert (dispatch to another node costs
+  the prompt's bytes over the inter-node link). If the expert is not HBM-resident there, its
+  segments are copied home -> HBM on every socket of the group in parallel, after evicting
+  least-recently-used experts: read-only weights are only freed, a dirty KV segment is copied
+  back first. A hit starts at once. The expert then runs its prefill and T decode steps on its
+  group's tile engines with its TP collectives.
+* Options beyond the paper's sequential baseline (:class:`ServeOptions`): group a batch's
+  prompts by expert and run each group as one batch; prefetch the next expert's segments on the
+  DMA engine (``engine_activate(wait=False)``) while the current one runs; pins (registry
+  ``cache.pin``) keep experts resident for good.
 
-Execution of an expert: the small materialized model (``tiny``) is computed from the shards read
-back from the group's HBM (proving the copies), and modeled time for every model comes from the
-roofline in :mod:`sn40l.coe.model` advanced on the group's clocks. When the engine's
-``ModelRunner`` is available this is the one place that changes.
+Every modeled time comes from the sockets' clocks: copies from the profile's copy paths,
+kernels from the compiler's cost model, collectives from their messages.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import numpy as np
 import ray
 
 from sn40l.coe.cache import ExpertCache
-from sn40l.coe.model import ModelShape, TinyLM, generate_ns, tokenize
+from sn40l.coe.model import ExpertBuild, build_experts, tokenize
 from sn40l.coe.placement import ExpertNeed, Group, PlacementPlan, plan as make_plan
 from sn40l.coe.registry import CoEConfig
-from sn40l.coe.router import CentroidRouter
-from sn40l.coe.sizing import (Segment, coe_needs, expert_segments, expert_shape,
-                              resident_bytes)
-from sn40l.coe.types import Home, SegmentRole, Weights
+from sn40l.coe.router import Router
+from sn40l.coe.sizing import needs_of
+from sn40l.collectives import create_group, destroy_group
 from sn40l.errors import CapacityError, ConfigError
 from sn40l.socket.timing import transfer_ns
 
 log = logging.getLogger("sn40l.coe")
+
+_ids = itertools.count()
 
 
 @dataclass(frozen=True)
@@ -122,8 +129,9 @@ class Metrics:
 
 
 class CoERuntime:
-    """A CoE loaded on (some nodes of) a cluster. ``__init__`` only stores; :meth:`load` does
-    the I/O. Use :meth:`serve` for batches and :meth:`unload` to free everything it wrote."""
+    """A CoE loaded on (some nodes of) a cluster. ``__init__`` only stores; :meth:`plan`
+    compiles and checks capacity (no I/O), :meth:`load` writes. Use :meth:`serve` for batches
+    and :meth:`unload` to free everything it wrote."""
 
     def __init__(self, cluster, config: CoEConfig, nodes: list[int] | None = None,
                  job: int | None = None):
@@ -132,39 +140,40 @@ class CoERuntime:
         self.profile = cluster.profile
         self.node_ids = list(range(cluster.spec.nodes)) if nodes is None else list(nodes)
         self.job = job
-        self.owner = f"coe:{config.name}"
         self.prefix = f"coe/{config.name}"
-        self.router = CentroidRouter(config)
-        self.shapes: dict[str, ModelShape] = {e.name: expert_shape(config, e)
-                                              for e in config.experts}
-        self.segments: dict[str, list[Segment]] = {
-            e.name: expert_segments(config, e, self.shapes[e.name]) for e in config.experts}
-        self._tiny = {n: TinyLM(s, config.tp) for n, s in self.shapes.items()
-                      if config.weights is Weights.RANDOM}
+        self.builds: dict[str, ExpertBuild] = {}
+        self.router: Router | None = None
+        self.needs_: list[ExpertNeed] = []
         self.plan_: PlacementPlan | None = None
         self.caches: dict[int, ExpertCache] = {}
         self.metrics = Metrics()
         self._gnow: dict[int, int] = {}
-        self._dirty: set[tuple[int, str]] = set()
         self._pending: dict[tuple[int, str], int] = {}   # prefetches in flight: end ns
-        self._host: dict[tuple[str, str, int], Any] = {}  # GPU baselines: host-memory homes
-        self._head_cache: np.ndarray | None = None
+        self._groups: dict[int, str | None] = {}          # gid -> collective group name
+        self._tags: dict[str, list[int]] = {}             # loaded model tag -> ranks
         self.loaded = False
 
-    def needs(self) -> list[ExpertNeed]:
-        return coe_needs(self.config)[0]
+    def tag(self, expert: str) -> str:
+        return f"{self.prefix}/{expert}"
+
+    @property
+    def router_tag(self) -> str:
+        return f"{self.prefix}/router"
 
     def expert_bytes(self, name: str) -> int:
         """HBM bytes per socket the expert takes when resident."""
-        return resident_bytes(self.segments[name])
+        return next(n.resident for n in self.needs_ if n.name == name)
 
     # -- plan and load ----------------------------------------------------------------------
     def plan(self) -> PlacementPlan:
-        """Capacity check and placement, on numbers only (raises CapacityError)."""
+        """Compile the experts and the router, check capacity and place, on numbers only
+        (raises CapacityError before anything is written)."""
         if self.plan_ is None:
-            needs, router_bytes = coe_needs(self.config)
-            p = make_plan(needs, self.profile, len(self.node_ids), self.config.tp,
-                          router_bytes, self.config.placement,
+            self.builds = build_experts(self.config, self.profile.name)
+            self.router = Router(self.config, self.profile.name)
+            self.needs_ = needs_of(self.config, self.builds)
+            p = make_plan(self.needs_, self.profile, len(self.node_ids), self.config.tp,
+                          self.router.hbm_bytes_per_socket(), self.config.placement,
                           self.config.cache.pin, what=f"CoE {self.config.name!r}")
             spn = self.profile.sockets_per_node
             groups = tuple(Group(g.gid, self.node_ids[g.node],
@@ -177,67 +186,31 @@ class CoERuntime:
     def _h(self, rank: int):
         return self.cluster.socket(rank)
 
-    def _name(self, expert: str, seg: str, hbm: bool = False) -> str:
-        return f"{self.prefix}/{expert}/{seg}" + ("@hbm" if hbm else "")
-
-    def _tensor(self, expert: str, seg: Segment, local: int, full=None) -> Any:
-        if seg.role is SegmentRole.WEIGHT and full is not None:
-            return self._tiny[expert].pack_shard(full, local)
-        if self.config.weights is Weights.RANDOM:
-            return np.zeros(seg.numel, dtype=np.float32)
-        return {"shape": [seg.numel], "dtype": "bf16", "data": None}
+    def _on_group(self, gid: int, method: str, *args: Any, **kwargs: Any) -> list:
+        ranks = self.plan_.groups[gid].ranks
+        return ray.get([getattr(self._h(r), method).remote(*args, job=self.job, **kwargs)
+                        for r in ranks])
 
     def load(self, progress: Callable[[int, int], None] | None = None) -> dict:
-        """Check capacity, then write the router to HBM and every expert to its home(s)."""
+        """Check capacity, then load the router into HBM and every expert to its home(s)."""
         t0 = time.perf_counter()
         plan = self.plan()
-        all_ranks = [r for g in plan.groups for r in g.ranks]
         self.caches = {g.gid: ExpertCache(plan.cache_budget[g.gid], self.config.cache.max_resident)
                        for g in plan.groups}
-        head = self.router.head()
-        refs = []
-        for gid in plan.router_gids:
-            for r in plan.groups[gid].ranks:
-                refs.append(self._h(r).write.remote(f"{self.prefix}/router/head", "hbm", head,
-                                                    dtype="bf16", owner=self.owner,
-                                                    read_only=True, job=self.job))
-                n = self.router.backbone_numel_per_socket()
-                if n:
-                    refs.append(self._h(r).write.remote(
-                        f"{self.prefix}/router/backbone", "hbm",
-                        {"shape": [n], "dtype": "bf16", "data": None}, owner=self.owner,
-                        read_only=True, job=self.job))
-        ray.get(refs)
-        done = 0
-        for e in self.config.experts:
-            full = (self._tiny[e.name].full_weights(self.expert_seed(e.name))
-                    if e.name in self._tiny else None)
-            refs = []
-            for gid in plan.homes[e.name]:
-                for local, r in enumerate(plan.groups[gid].ranks):
-                    for seg in self.segments[e.name]:
-                        t = self._tensor(e.name, seg, local, full)
-                        if plan.home is Home.HOST:
-                            self._host[(e.name, seg.name, r)] = t
-                            continue
-                        refs.append(self._h(r).write.remote(
-                            self._name(e.name, seg.name), "ddr", t, dtype="bf16",
-                            owner=self.owner, read_only=seg.role is SegmentRole.WEIGHT,
-                            job=self.job))
-            ray.get(refs)
-            done += 1
-            if progress:
-                progress(done, len(self.config.experts))
-        self._router_head()  # the driver reads the head back once, before serving starts
-        nows = self.cluster.call("now", ranks=all_ranks)
-        start = max(nows)
+        try:
+            self._load(plan, progress)
+        except BaseException:
+            self.unload()
+            raise
+        all_ranks = [r for g in plan.groups for r in g.ranks]
+        start = max(self.cluster.call("now", ranks=all_ranks))
         self.cluster.call("advance_to", start, ranks=all_ranks)
         self._gnow = {g.gid: start for g in plan.groups}
         self.loaded = True
         for name in self.config.cache.pin:
             for gid in plan.homes[name]:
-                end = self._switch_in(gid, name, self._gnow[gid], wait=True, pin=True)
-                self._gnow[gid] = end
+                self._gnow[gid] = self._switch_in(gid, name, self._gnow[gid], wait=True,
+                                                  pin=True)
         self.metrics.load_ns = max(self._gnow.values())
         log.info("CoE %r loaded: %d experts on %d groups in %.2f s wall", self.config.name,
                  len(self.config.experts), len(plan.groups), time.perf_counter() - t0)
@@ -245,17 +218,63 @@ class CoERuntime:
                 "home": str(plan.home), "load_ns": self.metrics.load_ns,
                 "wall_s": time.perf_counter() - t0}
 
-    def expert_seed(self, name: str) -> int:
-        idx = [e.name for e in self.config.experts].index(name)
-        return (self.config.seed * 1_000_003 + idx + 1) % 2**32
+    def _load(self, plan: PlacementPlan, progress) -> None:
+        uid = next(_ids)
+        for g in plan.groups:
+            name = None
+            if self.config.tp > 1:
+                name = f"coe-{self.config.name}-g{g.gid}-{uid}"
+                create_group(self.cluster, list(g.ranks), name)
+            self._groups[g.gid] = name
+        router_pef = ray.put(self.router.artifact.to_bytes())
+        router_w = ray.put(self.router.weights)
+        backbone = None if self.router.backbone is None else ray.put(
+            self.router.backbone.to_bytes())
+        refs = []
+        for gid in plan.router_gids:
+            ranks = plan.groups[gid].ranks
+            for i, r in enumerate(ranks):
+                refs.append(self._h(r).engine_load.remote(
+                    self.router_tag, router_pef, i, self._groups[gid], job=self.job,
+                    tensors=router_w))
+                if backbone is not None:
+                    refs.append(self._h(r).engine_load.remote(
+                        self.router_tag + "-backbone", backbone, i, self._groups[gid],
+                        weights="phantom", job=self.job, replay=True))
+            self._tags.setdefault(self.router_tag, []).extend(ranks)
+            if backbone is not None:
+                self._tags.setdefault(self.router_tag + "-backbone", []).extend(ranks)
+        ray.get(refs)
+        pefs: dict[int, Any] = {}
+        for done, e in enumerate(self.config.experts, 1):
+            b = self.builds[e.name]
+            key = id(b.artifact)
+            if key not in pefs:
+                pefs[key] = ray.put(b.artifact.to_bytes())
+            refs = []
+            for gid in plan.homes[e.name]:
+                ranks = plan.groups[gid].ranks
+                self._tags.setdefault(self.tag(e.name), []).extend(ranks)
+                refs += [self._h(r).engine_load.remote(
+                    self.tag(e.name), pefs[key], i, self._groups[gid], weights=b.weights,
+                    seed=b.seed, job=self.job, home=str(plan.home), replay=True)
+                    for i, r in enumerate(ranks)]
+            ray.get(refs)
+            if progress:
+                progress(done, len(self.config.experts))
 
     def unload(self) -> None:
-        """Free every region this CoE wrote, on every socket it used."""
-        if self.plan_ is None:
-            return
-        ranks = sorted({r for g in self.plan_.groups for r in g.ranks})
-        self.cluster.call("free_owner", self.owner, ranks=ranks, job=self.job)
-        self._host.clear()
+        """Free every model this CoE loaded and its collective groups."""
+        refs = [self._h(r).engine_unload.remote(tag, self.job)
+                for tag, ranks in self._tags.items() for r in ranks]
+        ray.get(refs)
+        self._tags.clear()
+        if self.plan_ is not None:
+            for g in self.plan_.groups:
+                if self._groups.get(g.gid):
+                    destroy_group(self.cluster, list(g.ranks), self._groups[g.gid])
+        self._groups.clear()
+        self._pending.clear()
         self.loaded = False
 
     def reset(self) -> None:
@@ -284,112 +303,93 @@ class CoERuntime:
         self._gnow[gid] = max(self._gnow[gid], t)
 
     def _evict(self, gid: int, name: str, wait: bool) -> int:
-        """Free an expert's HBM copies; copy back dirty state segments first. Returns the
-        modeled end of the copy-backs (or the group's now)."""
-        ranks = self.plan_.groups[gid].ranks
-        end = self._gnow[gid]
-        dirty = (gid, name) in self._dirty
-        for seg in self.segments[name]:
-            hbm = self._name(name, seg.name, hbm=True)
-            if seg.role is SegmentRole.STATE and dirty:
-                if self.plan_.home is Home.DDR:
-                    home = self._name(name, seg.name)
-                    ray.get([self._h(r).free.remote(home, job=self.job) for r in ranks])
-                    res = ray.get([self._h(r).copy.remote(hbm, "ddr", home, wait=wait,
-                                                          job=self.job) for r in ranks])
-                else:
-                    res = ray.get([self._h(r).read.remote(hbm, job=self.job) for r in ranks])
-                    for r, out in zip(ranks, res):
-                        self._host[(name, seg.name, r)] = (out["data"] if out["data"] is not None
-                                                           else {"shape": out["shape"],
-                                                                 "dtype": "bf16", "data": None})
-                end = max(end, max(x["end_ns"] for x in res))
-                self.metrics.copied_back += seg.nbytes * len(ranks)
-            ray.get([self._h(r).free.remote(hbm, job=self.job) for r in ranks])
-        self._dirty.discard((gid, name))
+        """Free an expert's HBM copies on its group; the sockets copy a dirty KV segment back
+        first. Returns the modeled end of the copy-backs (or the group's now)."""
+        res = self._on_group(gid, "engine_evict", self.tag(name), wait)
+        self.metrics.copied_back += sum(x["copied_back"] for x in res)
         self.caches[gid].evict(name)
-        log.info("evicted expert %r from group %d", name, gid)
-        return end
+        log.info("evicted expert %r from group %d (%d B copied back)", name, gid,
+                 sum(x["copied_back"] for x in res))
+        return max([self._gnow[gid]] + [x["end_ns"] for x in res])
 
     def _switch_in(self, gid: int, name: str, t: int, wait: bool, pin: bool = False,
                    protect: frozenset[str] = frozenset()) -> int:
         """Make ``name`` resident in group ``gid`` starting at modeled ``t``; returns the
         modeled time its segments are in HBM on every socket of the group."""
         cache = self.caches[gid]
-        ranks = self.plan_.groups[gid].ranks
         self._advance(gid, t)
         for victim in cache.plan_admit(name, self.expert_bytes(name), protect):
             self._pending.pop((gid, victim), None)
             self._evict(gid, victim, wait)
-        refs = []
-        for seg in self.segments[name]:
-            hbm = self._name(name, seg.name, hbm=True)
-            ro = seg.role is SegmentRole.WEIGHT
-            for r in ranks:
-                if self.plan_.home is Home.DDR:
-                    refs.append(self._h(r).copy.remote(self._name(name, seg.name), "hbm", hbm,
-                                                       wait=wait, read_only=ro, job=self.job))
-                else:
-                    refs.append(self._h(r).write.remote(hbm, "hbm", self._host[(name, seg.name, r)],
-                                                        dtype="bf16", owner=self.owner,
-                                                        read_only=ro, job=self.job, wait=wait))
-        res = ray.get(refs)
+        res = self._on_group(gid, "engine_activate", self.tag(name), wait)
         end = max(x["end_ns"] for x in res)
         cache.admit(name, self.expert_bytes(name), pin=pin)
         self.metrics.switches += 1
-        self.metrics.copied_in += sum(s.nbytes for s in self.segments[name]) * len(ranks)
+        self.metrics.copied_in += sum(x["bytes"] for x in res)
         if wait:
             self._gnow[gid] = max(self._gnow[gid], end)
         return end
 
     def hbm_experts(self, gid: int) -> list[list[str]]:
         """Per socket of the group: experts whose weights are in HBM, by address."""
-        ranks = self.plan_.groups[gid].ranks
         out = []
-        for regs in ray.get([self._h(r).regions.remote("hbm", self.owner) for r in ranks]):
-            names = [x["name"][len(self.prefix) + 1:-len("/weights@hbm")] for x in regs
-                     if x["name"].endswith("/weights@hbm")]
-            out.append(names)
+        for regs in ray.get([self._h(r).regions.remote("hbm")
+                             for r in self.plan_.groups[gid].ranks]):
+            out.append([x["name"][len(self.prefix) + 1:-len("/weights@hbm")] for x in regs
+                        if x["name"].startswith(self.prefix + "/")
+                        and x["name"].endswith("/weights@hbm")])
+        return out
+
+    def lru_on_sockets(self, gid: int) -> list[list[str]]:
+        """Per socket of the group: HBM-resident experts ordered by the socket's own record of
+        their last use (least recent first)."""
+        out = []
+        for rows in ray.get([self._h(r).engine_status.remote(self.prefix + "/")
+                             for r in self.plan_.groups[gid].ranks]):
+            res = [x for x in rows if x["layout"] == "segments" and x["resident"]]
+            out.append([x["tag"][len(self.prefix) + 1:]
+                        for x in sorted(res, key=lambda x: (x["last_used_ns"], x["tag"]))])
         return out
 
     # -- routing and execution --------------------------------------------------------------
-    def _router_head(self) -> np.ndarray:
-        if self._head_cache is None:
-            gid = self.plan_.router_gids[0]  # plan_ is set: load() calls this
-            out = ray.get(self._h(self.plan_.groups[gid].ranks[0]).read.remote(
-                f"{self.prefix}/router/head", job=self.job))
-            self._head_cache = np.asarray(out["data"])
-        return self._head_cache
+    def _generate(self, gid: int, tag: str, prompts: list[list[int]], new_tokens: int
+                  ) -> tuple[list[list[int]], int]:
+        """Run a model on its group over prompts, ``serving.max_batch`` at a time. Returns
+        the tokens per prompt and the modeled end."""
+        out: list[list[int]] = []
+        mb = self.config.serving.max_batch
+        end = self._gnow[gid]
+        for i in range(0, len(prompts), mb):
+            res = self._on_group(gid, "engine_generate_batch", tag, prompts[i:i + mb],
+                                 new_tokens)
+            if any(x["tokens"] != res[0]["tokens"] for x in res):
+                raise RuntimeError(f"sockets of group {gid} disagree on the tokens of {tag!r}")
+            out += res[0]["tokens"]
+            end = max(x["end_ns"] for x in res)
+            self._advance(gid, end)
+        return out, end
 
-    def route(self, prompts: list) -> list[str]:
-        """The router's choice per prompt (reads the head from HBM once)."""
-        return self.router.decide(self._router_head(), prompts)
+    def route(self, prompts: list) -> tuple[list[str], int]:
+        """Run the router over the batch on node 0's router group from the group's now.
+        Returns the expert per prompt and the modeled end."""
+        gid = self.plan_.router_gids[0]
+        if self.router.backbone is not None:
+            vocab = int(self.router.backbone.plan["model"]["vocab"])
+            self._generate(gid, self.router_tag + "-backbone",
+                           [tokenize(p, vocab) for p in prompts], 1)
+        toks, end = self._generate(gid, self.router_tag,
+                                   [self.router.tokens(p) for p in prompts], 1)
+        names = [e.name for e in self.config.experts]
+        if any(t[0] >= len(names) for t in toks):
+            raise RuntimeError(f"the router generated a token that is not an expert index: "
+                               f"{[t[0] for t in toks]}")
+        return [names[t[0]] for t in toks], end
 
     def _choose_group(self, name: str) -> int:
         homes = self.plan_.homes[name]
         resident = [g for g in homes if name in self.caches[g] or (g, name) in self._pending]
         pool = resident or list(homes)
         return min(pool, key=lambda g: (self._gnow[g], g))
-
-    def _execute(self, gid: int, name: str, prompts: list[list[int]], new_tokens: int
-                 ) -> tuple[list | None, int]:
-        """Run one expert over prompts on its group: outputs (materialized) and modeled ns."""
-        s = self.config.serving
-        outs = None
-        if name in self._tiny:
-            ranks = self.plan_.groups[gid].ranks
-            hbm = self._name(name, "weights", hbm=True)
-            shards = [np.asarray(x["data"]) for x in
-                      ray.get([self._h(r).read.remote(hbm, job=self.job) for r in ranks])]
-            outs = [self._tiny[name].run_sharded(shards, p, new_tokens) for p in prompts]
-        total = 0
-        for i in range(0, len(prompts), s.max_batch):
-            chunk = prompts[i:i + s.max_batch]
-            pre, dec = generate_ns(self.profile, self.shapes[name], self.config.tp, len(chunk),
-                                   max(len(p) for p in chunk), new_tokens)
-            total += pre + dec
-        self._dirty.add((gid, name))
-        return outs, total
 
     def serve(self, prompts: list, max_new_tokens: int = 8,
               options: ServeOptions = ServeOptions()) -> BatchResult:
@@ -400,19 +400,17 @@ class CoERuntime:
             raise ConfigError("serve() needs at least one prompt")
         if max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        plen = max(len(tokenize(p, self.router.spec.vocab)) for p in prompts)
+        plen = max(len(self.router.tokens(p)) for p in prompts)
         if plen + max_new_tokens > self.config.serving.max_context:
             raise ConfigError(f"a prompt of {plen} tokens + {max_new_tokens} new tokens exceeds "
                               f"serving.max_context = {self.config.serving.max_context}")
         wall0 = time.perf_counter()
         plan = self.plan_
         t0 = max(self._gnow.values())
-        experts = self.route(prompts)
         rgid = plan.router_gids[0]
-        router_ns = self.router.cost_ns(self.profile, len(prompts), plen)
-        self._advance(rgid, t0 + router_ns)
-        route_end = t0 + router_ns
-        # work items: (expert, [request indices]) in order
+        self._advance(rgid, t0)
+        experts, route_end = self.route(prompts)
+        router_ns = route_end - t0
         if options.group_by_expert:
             order: list[tuple[str, list[int]]] = []
             for i, e in enumerate(experts):
@@ -424,18 +422,14 @@ class CoERuntime:
                     order.append((e, [i]))
         else:
             order = [(e, [i]) for i, e in enumerate(experts)]
-        # assign each item a group up front (prefetch needs to know where the next one goes)
-        targets = []
-        for e, idx in order:
-            gid = self._choose_group(e)
-            targets.append(gid)
+        targets = [self._choose_group(e) for e, _ in order]  # prefetch needs them up front
         results: list[RequestResult | None] = [None] * len(prompts)
         switch_total = expert_total = 0
         copied_in0, back0 = self.metrics.copied_in, self.metrics.copied_back
         for k, ((e, idx), gid) in enumerate(zip(order, targets)):
             group = plan.groups[gid]
             dispatch = 0
-            if group.node != plan.groups[rgid].node:
+            if group.node != plan.groups[rgid].node:  # the prompts' tokens cross nodes
                 link = self.profile.link("internode")
                 dispatch = transfer_ns(4 * plen * len(idx), link.bandwidth, link.latency_ns)
             start = max(self._gnow[gid], route_end + dispatch)
@@ -454,15 +448,17 @@ class CoERuntime:
             self._advance(gid, ready)
             if options.prefetch:
                 self._prefetch_next(order, targets, k, ready)
-            toks = [tokenize(prompts[i], self.shapes[e].vocab) for i in idx]
-            outs, run_ns = self._execute(gid, e, toks, max_new_tokens)
-            end = ready + run_ns
-            self._advance(gid, end)
+            vocab = self.builds[e].model.vocab
+            outs, end = self._generate(gid, self.tag(e),
+                                       [tokenize(prompts[i], vocab) for i in idx],
+                                       max_new_tokens)
+            run_ns = end - ready
             switch_total += ready - start
             expert_total += run_ns
+            phantom = self.builds[e].weights == "phantom"
             for j, i in enumerate(idx):
                 results[i] = RequestResult(i, e, gid, group.node, hit, router_ns, ready - start,
-                                           run_ns, start, end, outs[j] if outs else None)
+                                           run_ns, start, end, None if phantom else outs[j])
         end_all = max(r.end_ns for r in results)
         m = self.metrics
         m.requests += len(prompts)
@@ -499,10 +495,11 @@ class CoERuntime:
         stats = self.cluster.call("stats", ranks=[g.ranks[0] for g in self.plan_.groups])
         for g, st in zip(self.plan_.groups, stats):
             c = self.caches[g.gid]
+            home = str(self.plan_.home)
             rows.append({"group": g.gid, "node": g.node, "ranks": list(g.ranks),
                          "resident": c.resident(), "pinned": sorted(c.pinned()),
                          "hits": c.hits, "misses": c.misses,
                          "hbm_used": st["tiers"]["hbm"]["used"],
                          "hbm_capacity": st["tiers"]["hbm"]["capacity"],
-                         "ddr_used": st["tiers"]["ddr"]["used"]})
+                         "home_used": st["tiers"][home]["used"]})
         return rows

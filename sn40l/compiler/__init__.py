@@ -10,9 +10,9 @@ from sn40l.compiler.plan import CompileConfig, compile_plan
 from sn40l.compiler.types import FusionLevel, Mode, Orchestration
 
 
-def compile_model(cfg: CompileConfig) -> Artifact:
-    """Compile ``cfg`` into an artifact."""
-    return Artifact(compile_plan(cfg))
+def compile_model(cfg: CompileConfig, model: ModelConfig | None = None) -> Artifact:
+    """Compile ``cfg`` (or the explicit ``model`` shape, named ``cfg.model``) into an artifact."""
+    return Artifact(compile_plan(cfg, model))
 
 
 __all__ = ["PRESETS", "ModelConfig", "RopeScaling", "preset", "Artifact", "CompileConfig",

@@ -211,9 +211,43 @@ def estimate(model: ModelConfig, cfg: CompileConfig, profile: Profile,
     return Estimate(step, len(ks), stream)
 
 
-def compile_plan(cfg: CompileConfig) -> dict:
-    """The whole plan as plain data (what the .pef artifact stores)."""
-    model = load_config(cfg.model) if is_checkpoint(cfg.model) else preset(cfg.model)
+SEGMENT_KINDS = (("weights", "weight", "bf16"), ("kv", "kv", "bf16"),
+                 ("activations", "activation", "fp32"))
+
+
+def segments(memory: dict) -> list[dict]:
+    """A plan's per-socket symbols packed into three segments by kind: ``weights``
+    (read-only), ``kv`` (the KV caches: state that outlives a step) and ``activations``
+    (scratch). Each symbol sits at an element offset of its segment, in plan order.
+
+    A runtime that moves a whole model between tiers (the CoE's DDR -> HBM expert switch)
+    moves these segments, each as one contiguous region, instead of hundreds of symbols.
+    """
+    out = []
+    for seg, kind, dtype in SEGMENT_KINDS:
+        index: dict[str, tuple[int, tuple[int, ...]]] = {}
+        numel = 0
+        for sym in memory["symbols"]:
+            if sym["kind"] != kind:
+                continue
+            n = 1
+            for d in sym["shape"]:
+                n *= d
+            index[sym["name"]] = (numel, tuple(sym["shape"]))
+            numel += n
+        itemsize = 4 if dtype == "fp32" else BF16
+        out.append({"name": seg, "kind": kind, "dtype": dtype, "numel": numel,
+                    "bytes": numel * itemsize, "read_only": kind == "weight",
+                    "symbols": index})
+    return out
+
+
+def compile_plan(cfg: CompileConfig, model: ModelConfig | None = None) -> dict:
+    """The whole plan as plain data (what the .pef artifact stores). ``model`` compiles a
+    shape that is neither a preset nor a checkpoint (e.g. the CoE router); ``cfg.model`` then
+    only names it."""
+    if model is None:
+        model = load_config(cfg.model) if is_checkpoint(cfg.model) else preset(cfg.model)
     profile = load_profile(cfg.profile)
     cfg.validate(model, profile)
     ks = kernels(model, cfg)

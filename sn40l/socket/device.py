@@ -54,8 +54,13 @@ class Socket:
         self.profile = profile
         self.clock = VirtualClock(EventLog(trace_capacity))
         self.tiers: dict[Tier, MemoryTier] = {
-            t: MemoryTier(t, profile.tier(t.value).capacity, socket=ident.label) for t in Tier}
+            t: MemoryTier(t, self._capacity(t), socket=ident.label) for t in Tier}
         self._where: dict[str, Tier] = {}
+
+    def _capacity(self, tier: Tier) -> int:
+        if tier is Tier.HOST:  # this socket's share of the node's host memory
+            return int(self.profile.value("node.host_memory")) // self.ident.sockets_per_node
+        return self.profile.tier(tier.value).capacity
 
     # -- lookup ---------------------------------------------------------------------------
     def region(self, name: str) -> Region:
@@ -168,6 +173,56 @@ class Socket:
         start, end = op(DMA, dur, f"{region.tier}->{dst_tier} {src}", "dma",
                         bytes=region.nbytes, src=str(region.tier), dst=str(dst_tier))
         return self.region(dst), start, end
+
+    def copy_segments(self, moves: list[tuple[str, str]], dst_tier: Tier | str,
+                      wait: bool = True, label: str = "segments") -> tuple[int, int, int]:
+        """Copy regions ``src -> dst`` as one DMA descriptor chain: one set-up latency, then
+        all bytes at the path's rate (:func:`~sn40l.socket.timing.copy_ns`).
+
+        A ``dst`` that exists is overwritten in place (same size, writable; it is then clean);
+        otherwise it is allocated in ``dst_tier`` with the source's owner and read-only flag.
+        Every source must sit in one tier. If an allocation fails, nothing stays allocated.
+        ``wait=False`` occupies the DMA engine without moving ``now`` (a prefetch). Returns
+        (bytes, start, end).
+        """
+        dst_tier = Tier.from_str(dst_tier)
+        srcs = [self.region(s) for s, _ in moves]
+        if len({r.tier for r in srcs}) > 1:
+            raise RegionError(f"copy_segments: sources span tiers "
+                              f"{sorted({str(r.tier) for r in srcs})}; copy one tier at a time")
+        placed: list[str] = []
+        try:
+            for region, (_, dst) in zip(srcs, moves):
+                t = region.tensor
+                data = t if t.is_phantom else Tensor(t.shape, t.dtype, t.data.copy())
+                if dst in self._where:
+                    old = self.region(dst)
+                    if old.read_only or old.nbytes != region.nbytes:
+                        raise RegionError(f"cannot copy {region.name!r} over {dst!r} "
+                                          f"(read-only or a different size)")
+                    self.tiers[old.tier].replace(dst, tensor=data, dirty=False)
+                else:
+                    self.place(dst, dst_tier, data, region.owner, region.read_only)
+                    placed.append(dst)
+        except BaseException:
+            for name in placed:
+                self.free(name)
+            raise
+        nbytes = sum(r.nbytes for r in srcs)
+        if not srcs:
+            return 0, self.clock.now, self.clock.now
+        dur = copy_ns(self.profile, srcs[0].tier, dst_tier, nbytes)
+        op = self.clock.run if wait else self.clock.occupy
+        start, end = op(DMA, dur, f"{srcs[0].tier}->{dst_tier} {label}", "dma", bytes=nbytes,
+                        src=str(srcs[0].tier), dst=str(dst_tier), segments=len(moves))
+        return nbytes, start, end
+
+    def mark_dirty(self, name: str) -> Region:
+        """Record that device-side work wrote region ``name`` in place (e.g. a KV cache)."""
+        region = self.region(name)
+        if region.read_only:
+            raise RegionError(f"region {name!r} on socket {self.ident.label} is read-only")
+        return self.tiers[region.tier].replace(name, dirty=True)
 
     # -- reporting ------------------------------------------------------------------------
     def stats(self) -> dict:

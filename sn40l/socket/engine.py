@@ -22,6 +22,7 @@ import numpy as np
 
 from sn40l.compiler.cost import compute_ns, hbm_ns, launch_ns
 from sn40l.compiler.models import ModelConfig, RopeScaling
+from sn40l.compiler.plan import CompileConfig, kernels, segments
 from sn40l.compiler.types import FusionLevel, Orchestration
 from sn40l.errors import ConfigError
 from sn40l.socket.device import Socket
@@ -121,9 +122,31 @@ def random_weights(model: ModelConfig, seed: int) -> dict[str, np.ndarray]:
 
 
 class TileEngine:
-    """Decode steps of one compiled model on one socket. ``__init__`` only stores."""
+    """Compiled model steps on one socket. ``__init__`` only stores.
 
-    def __init__(self, socket: Socket, plan: dict, rank: int, tag: str, comm: Comm | None):
+    Two weight layouts:
+
+    * ``load(full, tier)``: one region per symbol of the memory plan, where the plan puts it
+      (what ``sn40l run`` uses);
+    * ``load_home(full, home)``: the plan's :func:`~sn40l.compiler.plan.segments` (weights,
+      KV caches) as two regions in a *home* tier (``ddr``, or ``host`` on GPUs). The model runs
+      only after :meth:`activate` copied them to HBM as ``<tag>/<segment>@hbm`` (one DMA
+      descriptor chain) and allocated its activations there; :meth:`evict` copies a dirty KV
+      segment back home and frees the HBM copies (read-only weights are just freed). This is
+      the CoE's expert switch.
+
+    ``replay`` (phantom weights only): a dict shared by engines of one artifact and TP group.
+    The first phantom step of each shape (prefill of B prompts of length L, or a decode step
+    of B sequences) runs for real, collectives and all, and records how far it moved this
+    socket's clock; later steps of the same shape advance the clock by that amount without
+    exchanging messages. Their kernels and message sizes are identical (the compiled decode
+    kernels are priced at the compiled context) and the clock is deterministic, so this
+    changes wall time, not modeled time. Known error: a step whose ranks start skewed differently
+    from the recorded one would have waited a little differently at its first collective.
+    """
+
+    def __init__(self, socket: Socket, plan: dict, rank: int, tag: str, comm: Comm | None,
+                 replay: dict | None = None):
         self.socket = socket
         self.plan = plan
         self.rank = rank
@@ -135,17 +158,27 @@ class TileEngine:
         self.fusion = FusionLevel.from_str(plan["config"]["fusion"])
         self.orch = Orchestration.from_str(plan["config"]["orchestration"])
         self.max_seq = int(plan["config"]["seq_len"])
+        self.batch = int(plan["config"]["batch"])
         self.inv_freq = rope_frequencies(self.model)
         self.phantom = False
+        self.replay = replay
+        self.layout = ""           # "symbols" or "segments", set by load / load_home
+        self.home: str | None = None
+        self.ready_ns = 0          # an HBM copy in flight ends then (a prefetch)
+        self.last_used_ns = -1     # end of the last run, or the last activation
         self._kv: list[np.ndarray] = []
-        self._prefill: dict[int, list[dict]] = {}
+        self._views: dict[str, np.ndarray] = {}
+        self._kernel_cache: dict[tuple, list[dict]] = {}
 
     # -- weights --------------------------------------------------------------------------
+    def _shard(self, full: dict[str, np.ndarray], name: str) -> np.ndarray:
+        return shard_weight(name, full[name], self.rank, self.tp, self.model, self.shards)
+
     def load(self, full: dict[str, np.ndarray] | None, tier: str = "hbm") -> int:
         """Place this socket's shards (phantom when ``full`` is None); returns bytes placed."""
         self.phantom = full is None
+        self.layout = "symbols"
         placed = 0
-        kvd = self.shards["kv_heads"] * self.model.head_dim
         self._kv = []
         for sym in self.plan["memory"]["symbols"]:
             name = f"{self.tag}/{sym['name']}"
@@ -154,9 +187,7 @@ class TileEngine:
                 if full is None:
                     t = Tensor.phantom(sym["shape"], "bf16")
                 else:
-                    shard = shard_weight(sym["name"], full[sym["name"]], self.rank, self.tp,
-                                         self.model, self.shards)
-                    t = Tensor.of(np.ascontiguousarray(shard), "bf16")
+                    t = Tensor.of(np.ascontiguousarray(self._shard(full, sym["name"])), "bf16")
                 self.socket.write(name, where, t, owner=self.tag, read_only=True)
             else:  # KV caches and activations: device-side, written by the kernels
                 dt = "bf16" if sym["kind"] == "kv" else "fp32"
@@ -164,11 +195,121 @@ class TileEngine:
                                            owner=self.tag, phantom=self.phantom)
                 t = region.tensor
                 if sym["kind"] == "kv" and not self.phantom:
-                    self._kv.append(t.data.reshape(2, -1, kvd)[:, : self.max_seq])
+                    self._kv.append(t.data)  # (2, batch, seq, kv)
             placed += t.nbytes
         return placed
 
+    @property
+    def segments(self) -> list[dict]:
+        """The plan's weights / KV / activation segments (computed on use: engines of one
+        artifact share its plan, not copies of its segment index)."""
+        return segments(self.plan["memory"])
+
+    def load_home(self, full: dict[str, np.ndarray] | None, home: str) -> int:
+        """Place the weights and KV segments in the ``home`` tier (see the class docstring);
+        returns bytes placed. A home in socket DDR is written over the host link; a home in
+        host memory is filled in place."""
+        self.phantom = full is None
+        self.layout, self.home = "segments", str(home)
+        placed = 0
+        for seg in self.segments:
+            if seg["kind"] == "activation":
+                continue  # scratch: allocated in HBM on activation only
+            name = f"{self.tag}/{seg['name']}"
+            if self.phantom:
+                t = Tensor.phantom((seg["numel"],), seg["dtype"])
+            elif seg["kind"] == "weight":
+                flat = np.empty(seg["numel"], np.float32)
+                for sym, (off, shape) in seg["symbols"].items():
+                    shard = self._shard(full, sym)
+                    flat[off:off + shard.size] = shard.ravel()
+                t = Tensor.of(flat, "bf16")
+            else:
+                t = Tensor.of(np.zeros(seg["numel"], np.float32), seg["dtype"])
+            if self.home == "host":
+                self.socket.place(name, "host", t, owner=self.tag, read_only=seg["read_only"])
+            else:
+                self.socket.write(name, self.home, t, owner=self.tag,
+                                  read_only=seg["read_only"])
+            placed += t.nbytes
+        return placed
+
+    @property
+    def resident(self) -> bool:
+        """Whether the model can run now: symbols placed, or segments copied to HBM."""
+        return self.layout == "symbols" or f"{self.tag}/weights@hbm" in self.socket
+
+    def activate(self, wait: bool = True) -> dict:
+        """Copy the home segments to HBM (one descriptor chain) and allocate the activations
+        there. ``wait=False`` leaves the copy in flight on the DMA engine; the next run joins
+        it. Returns {"bytes", "start_ns", "end_ns"}."""
+        if self.layout != "segments":
+            raise ConfigError(f"model {self.tag!r} was not loaded to a home tier; nothing to "
+                              "activate")
+        now = self.socket.clock.now
+        if self.resident:
+            return {"bytes": 0, "start_ns": now, "end_ns": max(now, self.ready_ns)}
+        act = next(s for s in self.segments if s["kind"] == "activation")
+        self.socket.alloc(f"{self.tag}/activations@hbm", "hbm", (act["numel"],), act["dtype"],
+                          owner=self.tag, phantom=self.phantom)
+        try:
+            nbytes, start, end = self.socket.copy_segments(
+                [(f"{self.tag}/weights", f"{self.tag}/weights@hbm"),
+                 (f"{self.tag}/kv", f"{self.tag}/kv@hbm")], "hbm", wait, f"activate {self.tag}")
+        except BaseException:
+            self.socket.free(f"{self.tag}/activations@hbm")
+            raise
+        self.ready_ns = end
+        self.last_used_ns = start
+        self._bind()
+        return {"bytes": nbytes, "start_ns": start, "end_ns": end}
+
+    def _bind(self) -> None:
+        """Views of the HBM segments by symbol name (materialized models only)."""
+        self._views, self._kv = {}, []
+        if self.phantom:
+            return
+        for seg in self.segments:
+            if seg["kind"] == "activation":
+                continue
+            data = self.socket.region(f"{self.tag}/{seg['name']}@hbm").tensor.data
+            for sym, (off, shape) in seg["symbols"].items():
+                n = math.prod(shape)
+                view = data[off:off + n].reshape(shape)
+                if seg["kind"] == "kv":
+                    self._kv.append(view)  # (2, batch, seq, kv), written in place
+                else:
+                    self._views[sym] = view
+
+    def evict(self, wait: bool = True) -> dict:
+        """Copy the KV segment home if a run wrote it, then free the HBM copies (weights are
+        read-only: never copied back). Returns {"copied_back", "freed", "end_ns"}."""
+        if self.layout != "segments" or not self.resident:
+            return {"copied_back": 0, "freed": 0, "end_ns": self.socket.clock.now}
+        kv = f"{self.tag}/kv@hbm"
+        back, end = 0, self.socket.clock.now
+        if self.socket.region(kv).dirty:
+            back, _, end = self.socket.copy_segments([(kv, f"{self.tag}/kv")], self.home, wait,
+                                                     f"evict {self.tag}")
+        freed = sum(self.socket.free(f"{self.tag}/{s}@hbm").size
+                    for s in ("weights", "kv", "activations"))
+        self._views, self._kv = {}, []
+        return {"copied_back": back, "freed": freed, "end_ns": end}
+
+    def _check_resident(self) -> None:
+        """Refuse to run before any collective starts, so every rank of the group refuses
+        alike (a rank that raised halfway would leave its peers' messages behind)."""
+        if not self.resident:
+            raise ConfigError(f"weights of {self.tag!r} are not in HBM; activate the model "
+                              "before running it")
+
     def _w(self, name: str) -> np.ndarray:
+        if self.layout == "segments":
+            view = self._views.get(name)
+            if view is None:
+                raise ConfigError(f"weights of {self.tag!r} are not in HBM; activate the model "
+                                  "before running it")
+            return view
         region = self.socket.region(f"{self.tag}/{name}")
         if str(region.tier) not in ("hbm", "sram"):
             raise ConfigError(f"weight {name!r} of {self.tag!r} is in {region.tier}, not HBM; "
@@ -192,30 +333,98 @@ class TileEngine:
         out = self.comm.allreduce(t)
         return None if out.is_phantom else out.data
 
-    # -- one step: a decode token, or a whole prompt (prefill) ----------------------------
+    # -- kernels --------------------------------------------------------------------------
     def _kernels(self, n: int) -> list[dict]:
         """The compiled decode kernels for one token; prefill kernels for ``n`` prompt tokens
         (the same model and TP, priced by the compiler's cost model for ``n`` tokens)."""
         if n == 1:
             return self.plan["kernels"]
-        if n not in self._prefill:
-            from sn40l.compiler.plan import CompileConfig, kernels
+        return self._kernels_for("prefill", self.batch, n)
 
-            cfg = dict(self.plan["config"], mode="prefill", seq_len=n)
-            self._prefill[n] = kernels(self.model, CompileConfig(**cfg))
-        return self._prefill[n]
+    def _kernels_for(self, mode: str, batch: int, seq_len: int) -> list[dict]:
+        """The compiler's kernels of one step of ``batch`` sequences: a decode step (priced at
+        the compiled context, as the artifact's own kernels) or a prefill of ``seq_len``."""
+        cfg = self.plan["config"]
+        if mode == "decode" and batch == self.batch and seq_len == self.max_seq:
+            return self.plan["kernels"]
+        key = (mode, batch, seq_len)
+        if key not in self._kernel_cache:
+            self._kernel_cache[key] = kernels(self.model, CompileConfig(
+                **dict(cfg, mode=mode, batch=batch, seq_len=seq_len)))
+        return self._kernel_cache[key]
 
+    # -- steps ----------------------------------------------------------------------------
     def step(self, tokens: "int | list[int]", pos: int) -> np.ndarray | None:
-        """Run ``tokens`` at positions ``pos, pos+1, ...``; returns the last token's logits
-        (unpadded), or None for phantom weights."""
+        """Run ``tokens`` of sequence slot 0 at positions ``pos, pos+1, ...``; returns the last
+        token's logits (unpadded), or None for phantom weights."""
         tokens = [tokens] if isinstance(tokens, int) else list(tokens)
         n = len(tokens)
         if pos < 0 or pos + n > self.max_seq:
             raise ConfigError(f"positions {pos}..{pos + n - 1} exceed the compiled sequence "
                               f"length {self.max_seq}")
-        m, sh, real = self.model, self.shards, not self.phantom
-        kernels = self._kernels(n)
+        self._check_resident()
+        out = self._forward(tokens, [0] * n, list(range(pos, pos + n)), [n - 1],
+                            self._kernels(n), None)
+        return None if out is None else out[0]
+
+    def generate_batch(self, prompts: list[list[int]], new_tokens: int) -> dict:
+        """Greedy generation for up to ``batch`` prompts at once, one KV slot each: one prefill
+        step over all prompts (priced as a padded batch of the longest), then ``new_tokens - 1``
+        decode steps of the whole batch. Joins an activation copy still in flight first."""
+        b = len(prompts)
+        if not 1 <= b <= self.batch:
+            raise ConfigError(f"{b} prompts for {self.tag!r}: a step holds 1 to {self.batch} "
+                              "sequences (the compiled batch)")
+        longest = max(len(p) for p in prompts)
+        if min(len(p) for p in prompts) < 1 or longest + new_tokens > self.max_seq:
+            raise ConfigError(f"prompts of 1..{self.max_seq - new_tokens} tokens fit "
+                              f"{new_tokens} new tokens in the compiled sequence length "
+                              f"{self.max_seq}; got lengths {[len(p) for p in prompts]}")
+        self._check_resident()
         clock = self.socket.clock
+        clock.advance_to(self.ready_ns)
+        start = clock.now
+        toks = [t for p in prompts for t in p]
+        slots = [i for i, p in enumerate(prompts) for _ in p]
+        pos = [j for p in prompts for j in range(len(p))]
+        last = list(np.cumsum([len(p) for p in prompts]) - 1)
+        logits = self._forward(toks, slots, pos, last,
+                               self._kernels_for("prefill", b, longest), ("prefill", b, longest))
+        ttft = clock.now - start
+        out: list[list[int]] = [[] for _ in prompts]
+        cur = [len(p) for p in prompts]
+        for n in range(new_tokens):
+            nxt = [0] * b if logits is None else [int(np.argmax(lg)) for lg in logits]
+            for i, t in enumerate(nxt):
+                out[i].append(t)
+            if n == new_tokens - 1:
+                break
+            logits = self._forward(nxt, list(range(b)), cur, list(range(b)),
+                                   self._kernels_for("decode", b, self.max_seq), ("decode", b))
+            cur = [c + 1 for c in cur]
+        self.last_used_ns = clock.now
+        if self.layout == "segments":
+            self.socket.mark_dirty(f"{self.tag}/kv@hbm")
+        return {"tokens": out, "ttft_ns": ttft, "start_ns": start, "end_ns": clock.now}
+
+    def _forward(self, tokens: list[int], slots: list[int], positions: list[int],
+                 last_rows: list[int], kernels: list[dict], replay_key: tuple | None
+                 ) -> np.ndarray | None:
+        """One step over rows (token, sequence slot, position); logits of ``last_rows``."""
+        clock = self.socket.clock
+        if self.phantom and self.replay is not None and replay_key is not None:
+            done = self.replay.get(replay_key)
+            if done is not None:
+                t0 = clock.now
+                clock.record(f"replay {replay_key}", "kernel", "compute", t0, t0 + done)
+                clock.advance(done)
+                return None
+            t0 = clock.now
+            self._forward(tokens, slots, positions, last_rows, kernels, None)
+            self.replay[replay_key] = clock.now - t0
+            return None
+        m, sh, real = self.model, self.shards, not self.phantom
+        n = len(tokens)
         # embedding: vocab-parallel lookup, summed over the group
         t0 = clock.now
         x = None
@@ -228,7 +437,8 @@ class TileEngine:
         x = self._allreduce(x, n * m.hidden)
         self._finish(kernels[0], t0, clock.now)
         ki = 1
-        positions = np.arange(pos, pos + n)
+        pos = np.asarray(positions)
+        slot = np.asarray(slots)
         for i in range(m.layers):
             layer = []
             while kernels[ki]["layer"] == i:
@@ -236,26 +446,28 @@ class TileEngine:
                 ki += 1
             if self.fusion is FusionLevel.FUSED:  # one kernel, or two when SRAM was too small
                 t0 = clock.now
-                x = self._layer(i, x, positions)
+                x = self._layer(i, x, slot, pos)
                 for k in layer:
                     self._finish(k, t0, clock.now)
                     t0 = clock.now
             else:
-                x = self._layer(i, x, positions, layer)
+                x = self._layer(i, x, slot, pos, layer)
         t0 = clock.now
         logits = None
+        rows = len(last_rows)
         if real:
-            xn = _rmsnorm(x[-1], self._w("final_norm"), m.norm_eps)
-            logits = xn @ self._w("lm_head")
+            xn = _rmsnorm(x[last_rows], self._w("final_norm"), m.norm_eps)  # (rows, hidden)
+            logits = xn @ self._w("lm_head")  # (rows, vocab / tp)
         if self.tp > 1:
-            t = (Tensor.phantom((sh["vocab"],), "fp32") if logits is None
-                 else Tensor.of(logits.astype(np.float32), "fp32"))
-            full = self.comm.allgather(t)
-            logits = None if full.is_phantom else full.data
+            t = (Tensor.phantom((rows * sh["vocab"],), "fp32") if logits is None
+                 else Tensor.of(logits.astype(np.float32).ravel(), "fp32"))
+            full = self.comm.allgather(t)  # (tp * rows * vocab/tp,) in rank order
+            logits = None if full.is_phantom else full.data.reshape(
+                self.tp, rows, sh["vocab"]).transpose(1, 0, 2).reshape(rows, -1)
         self._finish(kernels[ki], t0, clock.now)
-        return None if logits is None else logits[:m.vocab]
+        return None if logits is None else logits[:, :m.vocab]
 
-    def _layer(self, i: int, x: np.ndarray | None, positions: np.ndarray,
+    def _layer(self, i: int, x: np.ndarray | None, slots: np.ndarray, positions: np.ndarray,
                unfused: list[dict] | None = None) -> np.ndarray | None:
         m, sh, clock = self.model, self.shards, self.socket.clock
         p = f"layers.{i}."
@@ -283,20 +495,19 @@ class TileEngine:
         def attention():
             qh = _rope(q.reshape(n, hp, hd), positions, self.inv_freq)  # (n, hp, hd)
             kh = _rope(k_.reshape(n, kvp, hd), positions, self.inv_freq)
-            cache = self._kv[i]
-            cache[0, positions] = kh.reshape(n, -1)
-            cache[1, positions] = v
-            last = int(positions[-1]) + 1
-            keys = cache[0, :last].reshape(last, kvp, hd)
-            vals = cache[1, :last].reshape(last, kvp, hd)
+            cache = self._kv[i]  # (2, batch, seq, kv)
+            cache[0, slots, positions] = kh.reshape(n, -1)
+            cache[1, slots, positions] = v
             group = max(1, hp // kvp)
             out = np.empty((n, hp, hd), np.float32)
-            for j, p_j in enumerate(positions):  # causal: token j sees positions <= p_j
+            for j, (s_j, p_j) in enumerate(zip(slots, positions)):  # sees its slot, <= p_j
+                keys = cache[0, s_j, :p_j + 1].reshape(p_j + 1, kvp, hd)
+                vals = cache[1, s_j, :p_j + 1].reshape(p_j + 1, kvp, hd)
                 for h in range(hp):
                     kvh = min(h // group, kvp - 1)
-                    scores = keys[:p_j + 1, kvh] @ qh[j, h] / math.sqrt(hd)
+                    scores = keys[:, kvh] @ qh[j, h] / math.sqrt(hd)
                     w = np.exp(scores - scores.max())
-                    out[j, h] = (w / w.sum()) @ vals[:p_j + 1, kvh]
+                    out[j, h] = (w / w.sum()) @ vals[:, kvh]
             return out.reshape(n, -1)
 
         attn = timed(2, attention)

@@ -11,11 +11,16 @@ from sn40l.errors import ConfigError
 
 
 class Tier(Choice):
-    """A memory tier of one socket. ``str(Tier.HBM) == 'hbm'``."""
+    """A memory tier of one socket. ``str(Tier.HBM) == 'hbm'``.
+
+    ``HOST`` is the socket's share of its node's host memory (``node.host_memory`` / sockets
+    per node): pinned buffers the socket's DMA reaches over the host link. The GPU baselines,
+    which have no device DDR, keep CoE experts there."""
 
     SRAM = "sram"
     HBM = "hbm"
     DDR = "ddr"
+    HOST = "host"
 
 
 @dataclass(frozen=True)
