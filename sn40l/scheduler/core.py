@@ -626,9 +626,8 @@ class SchedulerCore:
             self._save(*done, *kill)
         return {"errors": errors, "kill": kill, "signal": sig}
 
-    def hold(self, who: Who, tokens: list[str], release: bool = False) -> list[str]:
-        errors = []
-        changed = []
+    def _modifiable(self, who: Who, tokens: list[str], errors: list[str]):
+        """The jobs named by ``tokens`` that ``who`` may modify; the rest become errors."""
         for tok in tokens:
             try:
                 jobs = self.jobs_for(tok)
@@ -637,29 +636,35 @@ class SchedulerCore:
                               "InvalidJobId" else str(exc))
                 continue
             for job in jobs:
-                if not self._may_modify(who, job):
+                if self._may_modify(who, job):
+                    yield job
+                else:
+                    errors.append(f"Access/permission denied for job {_display_id(job)}")
+
+    def hold(self, who: Who, tokens: list[str], release: bool = False) -> list[str]:
+        errors: list[str] = []
+        changed = []
+        for job in self._modifiable(who, tokens, errors):
+            if job["state"] != "PENDING":
+                errors.append(f"Job is no longer pending execution for job "
+                              f"{_display_id(job)}")
+                continue
+            if release:
+                if job["held"] == "admin" and not who.is_admin:
                     errors.append(f"Access/permission denied for job {_display_id(job)}")
                     continue
-                if job["state"] != "PENDING":
-                    errors.append(f"Job is no longer pending execution for job "
-                                  f"{_display_id(job)}")
-                    continue
-                if release:
-                    if job["held"] == "admin" and not who.is_admin:
-                        errors.append(f"Access/permission denied for job {_display_id(job)}")
-                        continue
-                    if job["held"]:
-                        job["priority"] = job.pop("priority_before_hold", job["priority"]) or (
-                            BASE_PRIORITY - (job.get("array_job_id") or job["id"]))
-                        job["held"] = None
-                        job["reason"] = "None"
-                else:
-                    if not job["held"]:
-                        job["priority_before_hold"] = job["priority"]
-                    job["held"] = "user" if who.uid == job["uid"] else "admin"
-                    job["priority"] = 0
-                    job["reason"] = "JobHeldUser" if job["held"] == "user" else "JobHeldAdmin"
-                changed.append(job)
+                if job["held"]:
+                    job["priority"] = job.pop("priority_before_hold", job["priority"]) or (
+                        BASE_PRIORITY - (job.get("array_job_id") or job["id"]))
+                    job["held"] = None
+                    job["reason"] = "None"
+            else:
+                if not job["held"]:
+                    job["priority_before_hold"] = job["priority"]
+                job["held"] = "user" if who.uid == job["uid"] else "admin"
+                job["priority"] = 0
+                job["reason"] = "JobHeldUser" if job["held"] == "user" else "JobHeldAdmin"
+            changed.append(job)
         if changed:
             self._save(*changed)
         return errors
@@ -668,28 +673,20 @@ class SchedulerCore:
                                                                                 list[dict]]:
         """scontrol requeue[hold]: running jobs are killed and go back to PENDING; finished
         batch jobs are queued again. Returns (errors, jobs to kill)."""
-        errors, kill, changed = [], [], []
-        for tok in tokens:
-            try:
-                jobs = self.jobs_for(tok)
-            except RequestError as exc:
-                errors.append(f"Invalid job id specified for job {tok}" if exc.code ==
-                              "InvalidJobId" else str(exc))
-                continue
-            for job in jobs:
-                if not self._may_modify(who, job):
-                    errors.append(f"Access/permission denied for job {_display_id(job)}")
-                elif job["state"] == "RUNNING":
-                    job["kill_reason"] = "requeue"
-                    job["requeue_pending"] = True
-                    job["requeue_hold"] = hold
-                    kill.append(job)
-                elif job["state"] in FINAL_STATES:
-                    self.jobs[job["id"]] = job
-                    self._requeue(job, hold)
-                    changed.append(job)
-                else:
-                    errors.append(f"Job is pending execution for job {_display_id(job)}")
+        errors: list[str] = []
+        kill, changed = [], []
+        for job in self._modifiable(who, tokens, errors):
+            if job["state"] == "RUNNING":
+                job["kill_reason"] = "requeue"
+                job["requeue_pending"] = True
+                job["requeue_hold"] = hold
+                kill.append(job)
+            elif job["state"] in FINAL_STATES:
+                self.jobs[job["id"]] = job
+                self._requeue(job, hold)
+                changed.append(job)
+            else:
+                errors.append(f"Job is pending execution for job {_display_id(job)}")
         if kill or changed:
             self._save(*kill, *changed)
         return errors, kill

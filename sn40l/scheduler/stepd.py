@@ -172,19 +172,10 @@ def main() -> int:
     jobdir = sys.argv[1]
     if os.fork() > 0:
         return 0  # the launcher returns at once; the grandchild runs the job
-    os.setsid()
     if os.fork() > 0:
         os._exit(0)
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-    try:
-        code = run(jobdir)
-    except BaseException as exc:  # noqa: BLE001 - recorded for the controller, then exit
-        _write(os.path.join(jobdir, "exit.json"),
-               {"returncode": 1, "end_time": time.time(), "error": repr(exc)})
-        code = 1
-    os._exit(code)
+    _step_child(jobdir)
+    return 0
 
 
 if __name__ == "__main__":
