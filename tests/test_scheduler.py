@@ -504,3 +504,34 @@ def test_no_requeue_job_ends_node_fail(make_cluster, tmp_path):
         ray.kill(cluster.socket(0), no_restart=True)
         rec = c.wait(job, timeout_s=30)
     assert rec["state"] == "NODE_FAIL" and rec["restarts"] == 0
+
+
+def test_begin_exclusive_exclude_drain_and_recorded_options(ctl, tmp_path):
+    later = submit("--begin", "now+60", "--wrap", "true", cwd=tmp_path)
+    time.sleep(0.3)
+    assert "(BeginTime)" in sl("squeue", "-h", "-j", str(later)).stdout
+    sl("scancel", str(later), check=True)
+    excl = submit("--exclusive", "-x", "sn00", "--mem=4G", "-A", "research", "-q", "high",
+                  "--mail-type=END", "--mail-user=ada@example.org", "--comment=nightly",
+                  "--wrap", "sleep 3", cwd=tmp_path)
+    rec = wait_state(excl, "RUNNING")
+    assert list(rec["alloc"]) == ["sn01"]  # -x sn00
+    assert rec["alloc"]["sn01"]["cpus"] == 128 and len(rec["alloc"]["sn01"]["sockets"]) == 8
+    assert "sn01 alloc" in sl("sinfo", "-N", "-h", "-o", "%N %t").stdout  # whole node
+    row = acct(excl, "Account,QOS,Comment,ReqMem")[0]
+    assert row == ["research", "high", "nightly", "4096M"]
+    shown = sl("scontrol", "show", "job", str(excl), check=True).stdout
+    assert "Account=research QOS=high" in shown and "OverSubscribe=NO" in shown
+    sl("scancel", str(excl), check=True)
+    # drain: the node finishes its work and takes no new jobs until resumed
+    p = sl("scontrol", "update", "nodename=sn00", "state=drain")
+    assert p.returncode == 1 and "You must specify a reason" in p.stderr
+    sl("scontrol", "update", "nodename=sn00", "state=drain", "reason=maintenance", check=True)
+    job = submit("-w", "sn00", "--wrap", "true", cwd=tmp_path)
+    time.sleep(0.3)
+    assert "ReqNodeNotAvail, UnavailableNodes:sn00" in sl("squeue", "-h", "-o", "%r", "-j",
+                                                          str(job)).stdout
+    assert "sn00 drain" in sl("sinfo", "-N", "-h", "-o", "%N %t").stdout
+    assert "maintenance" in sl("sinfo", "-R").stdout
+    sl("scontrol", "update", "nodename=sn00", "state=resume", check=True)
+    wait_state(job, "COMPLETED")
