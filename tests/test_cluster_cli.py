@@ -14,9 +14,9 @@ import sys
 import pytest
 
 
-def _sn40l(*args, env, timeout=180):
+def _sn40l(*args, env, timeout=180, cwd=None):
     return subprocess.run([sys.executable, "-m", "sn40l.cli", *args], capture_output=True,
-                          text=True, env=env, timeout=timeout)
+                          text=True, env=env, timeout=timeout, cwd=cwd)
 
 
 @pytest.fixture
@@ -50,8 +50,19 @@ def test_up_status_double_up_down(cli_env, tmp_path):
     assert "of 16 sockets" in trace.stdout
     assert json.loads(trace_path.read_text())["otherData"]["clock"] == "modeled (virtual) time"
 
+    # the first Slurm command starts the scheduler's controller on this cluster
+    sub = _sn40l("sbatch", "--parsable", "--gres=rdu:8", "-N", "2", "-W", "--wrap",
+                 "echo $SN40L_SOCKETS", env=cli_env, cwd=tmp_path)
+    assert sub.returncode == 0, sub.stderr
+    job = sub.stdout.strip()
+    out = (tmp_path / f"slurm-{job}.out")
+    assert out.read_text().strip() == ",".join(map(str, range(16)))
+    acct = _sn40l("sacct", "-j", job, "-X", "-n", "-P", "-o", "State,ExitCode", env=cli_env)
+    assert acct.stdout.strip() == "COMPLETED|0:0"
+
     down = _sn40l("cluster", "down", env=cli_env)
     assert down.returncode == 0 and "down" in down.stdout
+    assert _sn40l("squeue", env=cli_env).returncode == 1  # the controller went with it
     gone = _sn40l("cluster", "status", env=cli_env)
     assert gone.returncode == 1 and "no cluster named 'default' is running" in gone.stderr
 

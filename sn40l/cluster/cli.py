@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+from sn40l.cluster.daemon import load_partitions
 from sn40l.cluster.record import read_record, record_path, remove_record, state_dir, write_record
 from sn40l.errors import ClusterError, ConfigError
 from sn40l.hardware.units import format_bytes
@@ -61,8 +62,6 @@ def _validate_up(args: argparse.Namespace):
     if args.nodes < 1 or args.nodes > 256:
         raise ConfigError(f"--nodes {args.nodes} is out of range; allowed 1 to 256")
     if args.partitions:
-        from sn40l.cluster.daemon import load_partitions
-
         load_partitions(args.partitions)  # a bad file fails here, before anything starts
     profile = load_profile(args.profile)
     if args.sockets_per_node is not None:
@@ -99,10 +98,8 @@ def _up_on_existing_ray(args: argparse.Namespace, profile) -> None:
     write_record({"name": args.name, "address": ray.get_runtime_context().gcs_address,
                   "nodes": cluster.spec.nodes, "sockets_per_node": cluster.spec.sockets_per_node,
                   "profile": profile.name, "daemon_pid": None, "embedded": False,
-                  "auth": os.environ.get("RAY_AUTH_MODE", "disabled")})
-    from sn40l.cluster.daemon import _start_scheduler
-
-    _start_scheduler(args.name, args.partitions)
+                  "auth": os.environ.get("RAY_AUTH_MODE", "disabled"),
+                  "partitions": load_partitions(args.partitions) if args.partitions else None})
 
 
 def _up_embedded(args: argparse.Namespace) -> None:

@@ -38,7 +38,6 @@ def main(argv: list[str] | None = None) -> int:
         ensure_ray(None, num_cpus=args.num_cpus)
         cluster = Cluster.start(nodes=args.nodes, sockets_per_node=args.sockets_per_node,
                                 profile=args.profile, name=args.name)
-        _start_scheduler(args.name, args.partitions)
     except BaseException as exc:  # noqa: BLE001 - reported to `cluster up`, then re-raised
         error_file.parent.mkdir(parents=True, exist_ok=True)
         error_file.write_text(f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}")
@@ -48,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     write_record({"name": args.name, "address": ray.get_runtime_context().gcs_address,
                   "nodes": cluster.spec.nodes, "sockets_per_node": cluster.spec.sockets_per_node,
                   "profile": cluster.profile.name, "daemon_pid": os.getpid(),
-                  "embedded": True, "auth": local_auth_mode()})
+                  "embedded": True, "auth": local_auth_mode(),
+                  "partitions": load_partitions(args.partitions) if args.partitions else None})
     while not stop.wait(0.5):
         pass
     try:
@@ -59,17 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _start_scheduler(name: str, partitions_file: str | None) -> None:
-    """The Slurm-like controller starts with the cluster (sn40l.scheduler)."""
-    import importlib
-
-    partitions = load_partitions(partitions_file) if partitions_file else None
-    controller = importlib.import_module("sn40l.scheduler.controller")
-    controller.start_controller(name, partitions=partitions)
-
-
 def load_partitions(path: str) -> list[dict]:
-    """Partitions from a YAML file: ``partitions: [{name, nodes, default, max_time,
+    """Scheduler partitions, kept in the cluster record for the scheduler's controller (which
+    starts on the first Slurm command), from a YAML file: ``partitions: [{name, nodes, default, max_time,
     default_time, max_nodes}]``."""
     import yaml
 

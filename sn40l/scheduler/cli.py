@@ -23,7 +23,8 @@ def _err(prog: str, msg: str) -> None:
 
 def _client(prog: str) -> Client:
     """A client of this cluster's controller; starts the controller if the cluster runs
-    without one (its first use)."""
+    without one (the first Slurm command after ``sn40l cluster up`` pays for connecting to
+    Ray once; the controller is detached and serves every later command)."""
     client = Client()
     try:
         client.ping()
@@ -41,7 +42,7 @@ def _client(prog: str) -> Client:
     from sn40l.scheduler.controller import start_controller
 
     ensure_ray(record["address"], auth=record.get("auth"))
-    start_controller(client.cluster)
+    start_controller(client.cluster, partitions=record.get("partitions"))
     return client
 
 
