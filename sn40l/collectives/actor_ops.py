@@ -90,11 +90,11 @@ class CollectiveOps:
         return sorted(self._comms)
 
     # -- transport between hosts (Ray) ----------------------------------------------------
-    def p2p_deliver(self, message: list) -> None:
-        """Receive a message sent over the Ray transport."""
+    def p2p_deliver(self, message: bytes) -> None:
+        """Receive a message sent over the Ray transport (the bytes of one datagram)."""
         self._p2p().deliver(message)
 
-    def _deliver_remote(self, member: Member, message: list) -> None:
+    def _deliver_remote(self, member: Member, message: bytes) -> None:
         handle = self._handles.get(member.actor_name)
         if handle is None:
             handle = self._handles[member.actor_name] = ray.get_actor(member.actor_name,
