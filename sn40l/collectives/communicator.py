@@ -142,6 +142,8 @@ class Communicator:
         self._generation = itertools.count()
         self._broken: str | None = None
         self._sent = 0  # messages posted, for the per-op trace event
+        # parity -> (op, members): a broadcast from here whose readers have not acked yet
+        self._acks: dict[int, tuple[int, list[int]]] = {}
         self._lock = threading.Lock()  # one collective at a time per communicator
         me = members[index]
         self._same_host = {m.index for m in members if m.host == me.host}
@@ -298,7 +300,12 @@ class Communicator:
         if self._broken:
             raise CollectiveError(f"collective group {self.name!r} is broken ({self._broken}); "
                                   "create a new group")
-        return next(self._seq)
+        seq = next(self._seq)
+        due = self._acks.pop(seq % 2, None)
+        if due is not None:  # op seq-2 was a broadcast from here: its readers must be done
+            for src in due[1]:  # before this op writes the same buffer again
+                self._take_msg(src, due[0], 1)
+        return seq
 
     def _record(self, what: str, t0: int, sent0: int, nbytes: int) -> None:
         """One trace event per collective op: modeled interval, bytes, messages posted."""
@@ -612,7 +619,11 @@ class Communicator:
             return Tensor(shape, t.dtype, dest.reshape(shape))
 
     def broadcast(self, t: Tensor, root: int = 0) -> Tensor:
-        """Every member gets the root's tensor (the others' ``t`` gives shape and dtype)."""
+        """Every member gets the root's tensor (the others' ``t`` gives shape and dtype).
+
+        The root hears from nobody, so unlike the other collectives its next-but-one op does
+        not prove that the readers are done with its buffer: each reader acks, and the root
+        collects the acks before it writes that buffer again."""
         if not 0 <= root < self.world_size:
             raise ConfigError(f"broadcast root {root} out of range 0..{self.world_size - 1}")
         with self._lock:
@@ -622,13 +633,15 @@ class Communicator:
                 w = self._prepare(t, seq)
                 if w.buf is not None:
                     w.buf[:] = w.x
-                for dst in range(self.world_size):
-                    if dst != root:
-                        self._post_piece(w, dst, 0, [0, t.numel], 0)
+                readers = [dst for dst in range(self.world_size) if dst != root]
+                for dst in readers:
+                    self._post_piece(w, dst, 0, [0, t.numel], 0)
+                self._acks[seq % 2] = (seq, readers)
                 result = t
             else:
                 view = self._take(root, seq, 0)
                 result = t.like(None if view is None else view.reshape(t.shape).copy())
+                self._send(root, seq, 1, 0)  # done reading the root's buffer
             self._record("broadcast", t0, sent0, t.nbytes)
             return result
 
