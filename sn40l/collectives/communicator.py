@@ -528,6 +528,8 @@ class Communicator:
         """Small tensors: every member sends to member 0, which reduces in rank order and
         sends the result back (2(n-1) messages in all; 2 on a non-root member)."""
         n, root = self.world_size, 0
+        if not t.is_phantom and t.data.nbytes <= CHUNK_BYTES:
+            return self._star_by_value(t, op, seq, out)
         w = self._prepare(t, seq)
         full = [0, t.numel]
         if w.buf is not None:
@@ -548,6 +550,28 @@ class Communicator:
         dest = self._dest(t, out)
         if dest is not None:
             dest[:] = w.buf
+        return self._wrap(t, dest)
+
+    def _star_by_value(self, t: Tensor, op: ReduceOp, seq: int,
+                       out: np.ndarray | None) -> Tensor:
+        """The star for tensors that fit in one datagram: the same messages, but they carry
+        the elements themselves, so no shared segment is written or mapped."""
+        x = np.ascontiguousarray(t.data).reshape(-1)
+        code, size, dtype = _code(x.dtype), x.size, x.dtype
+        if self.rank != 0:
+            self._send(0, seq, 0, t.nbytes, count=size, dt=code, payload=x.data)
+            msg = self._take_msg(0, seq, 1)
+            dest = self._dest(t, out)
+            dest[:] = np.frombuffer(msg.payload, dtype, size)
+            return self._wrap(t, dest)
+        msgs = [self._take_msg(src, seq, 0) for src in range(1, self.world_size)]
+        dest = self._dest(t, out)
+        dest[:] = x
+        ufunc = op.ufunc
+        for msg in msgs:  # rank order 0, 1, ..., n-1 as in every other algorithm
+            ufunc(dest, np.frombuffer(msg.payload, dtype, size), out=dest)
+        for dst in range(1, self.world_size):
+            self._send(dst, seq, 1, t.nbytes, count=size, dt=code, payload=dest.data)
         return self._wrap(t, dest)
 
     def _tree(self, t: Tensor, op: ReduceOp, seq: int, out: np.ndarray | None) -> Tensor:
