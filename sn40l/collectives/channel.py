@@ -61,14 +61,17 @@ def encode(group: bytes, seq: int, tag: int, src: int, t: int, *, off: int = 0,
 
 
 def encode_abort(group: bytes, why: str) -> bytes:
+    """The datagram that tells a member to abort ``group`` (``why`` is the error text)."""
     return encode(group, 0, 0, -1, 0, payload=why.encode(), kind=KIND_ABORT)
 
 
 def pack_extra(meta: dict) -> bytes:
+    """Point-to-point metadata (chunk count, shape, dtypes) as a message's extra bytes."""
     return msgpack.packb(meta, use_bin_type=True)
 
 
 def unpack_extra(extra: bytes) -> dict:
+    """The inverse of :func:`pack_extra`."""
     return msgpack.unpackb(extra, raw=False)
 
 

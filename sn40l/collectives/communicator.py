@@ -4,7 +4,10 @@ Algorithms exchange *messages*; a message says "chunk c of op s is ready" and ca
 arrival time. On one host (transport ``shm``) the chunk itself stays in the sender's shared
 memory segment and the receiver reads it in place: a ring step is one fused
 ``np.add(my_input, left_chunk, out=my_chunk)``, with no staging copy, no pickling and nothing on
-the driver. Between hosts (transport ``ray``) the chunk bytes travel inside the message.
+the driver. Between hosts (transport ``ray``) the chunk bytes travel inside the message, and
+so do the elements of a small star AllReduce (one datagram each way) on any transport. The ring
+allgather forwards *where* a piece lies in its owner's segment, so every member copies each
+piece once, straight into its result.
 
 Virtual time emerges from the messages. Sending ``b`` bytes occupies the sender's egress port
 (engine ``p2p-tx``) for ``b / B`` and the message arrives ``alpha`` later, with ``B, alpha`` of
