@@ -100,6 +100,29 @@ def test_reduce_scatter_allgather_broadcast_barrier_send_recv(cluster2x8):
         destroy_group(cluster2x8, ranks, name)
 
 
+def test_back_to_back_broadcasts_from_one_root_keep_their_data(cluster2x8):
+    """The root of three broadcasts in a row must not overwrite the first one's buffer (the
+    third op reuses it) before the readers, who start late here, have copied it."""
+    ranks = [0, 1, 2]
+    name = _group(cluster2x8, ranks)
+    xs = [np.full(100_000, i + 1, np.float32) for i in range(3)]
+    zero = np.zeros(100_000, np.float32)
+    try:
+        root = cluster2x8.socket(ranks[0])
+        ray.get(root.broadcast.remote(name, xs[0]))
+        ray.get(root.broadcast.remote(name, xs[1]))
+        third = root.broadcast.remote(name, xs[2])  # waits for the readers of the first
+        time.sleep(0.3)
+        for i in range(3):
+            got = ray.get([cluster2x8.socket(r).broadcast.remote(name, zero)
+                           for r in ranks[1:]], timeout=60)
+            for g in got:
+                np.testing.assert_array_equal(g["result"]["data"], xs[i])
+        ray.get(third, timeout=60)
+    finally:
+        destroy_group(cluster2x8, ranks, name)
+
+
 def test_bad_use_is_refused(cluster2x8):
     name = _group(cluster2x8, [0, 1])
     try:

@@ -21,6 +21,7 @@ class Segment:
 
     def __init__(self, name: str, size: int, create: bool):
         self.name = name
+        self.name_bytes = name.encode()  # as messages carry it
         self.size = size
         self.owner = create
         path = os.path.join(SHM_DIR, name)
@@ -43,6 +44,10 @@ class Segment:
         dtype = np.dtype(dtype)
         count = math.prod(shape)
         return self.buf[offset: offset + count * dtype.itemsize].view(dtype).reshape(shape)
+
+    def flat(self, offset: int, count: int, dtype: np.dtype) -> np.ndarray:
+        """A 1-D view of ``count`` elements of ``dtype`` at byte ``offset`` (no copy)."""
+        return self.buf[offset: offset + count * dtype.itemsize].view(dtype)
 
     def close(self) -> None:
         self.buf = np.zeros(0, np.uint8)
