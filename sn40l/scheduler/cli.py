@@ -79,10 +79,7 @@ def cmd_sbatch(argv: list[str]) -> int:
     try:
         out = client.call("submit", req=req)
     except ControllerError as exc:
-        if exc.code == "NodeConfig" or exc.code in ("InvalidPartition", "Dependency"):
-            _err("sbatch", f"Batch job submission failed: {exc}")
-        else:
-            _err("sbatch", f"Batch job submission failed: {exc}")
+        _err("sbatch", f"Batch job submission failed: {exc}")
         return 1
     if out.get("test_only"):
         if not out["nodes"]:
@@ -286,7 +283,6 @@ def cmd_sinfo(argv: list[str]) -> int:
     header = not opts.get("noheader")
     if opts.get("reasons"):
         rows = [n for n in info["nodes"] if n["reason"]]
-        fmt = "%20E %9u %19H %N"
         print_rows = [f"{'REASON':<20} {'USER':<9} {'TIMESTAMP':<19} NODELIST"] if header \
             else []
         from sn40l.scheduler.timespec import format_timestamp
@@ -294,7 +290,6 @@ def cmd_sinfo(argv: list[str]) -> int:
         for n in rows:
             print_rows.append(f"{n['reason'][:20]:<20} {'root':<9} "
                               f"{format_timestamp(n['since']):<19} {n['name']}")
-        del fmt
         print("\n".join(print_rows))
         return 0
     states = opts["states"].lower().split(",") if opts.get("states") else None
@@ -341,8 +336,7 @@ def cmd_sacct(argv: list[str]) -> int:
               "[--name names] [-X] [-n] [-p|-P] [-b|-l] [-o fields]")
         return 0
     if opts.get("helpformat"):
-        names = [views.SACCT_WIDTHS and k for k in views.SACCT_FIELDS]
-        print(" ".join(names))
+        print(" ".join(views.SACCT_FIELDS))
         return 0
     args: dict = {}
     if opts.get("jobs"):

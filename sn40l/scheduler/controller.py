@@ -109,6 +109,7 @@ class ControllerActor:
         self.wake = threading.Event()
         self.stop_event = threading.Event()
         self.kills: dict[int, float] = {}  # job id -> when SIGKILL follows the SIGTERM
+        self.pids: dict[tuple[int, int], dict] = {}  # (job id, run) -> the step's pids
         self.launch_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="launch")
         self.started_at = time.time()
         self.stepd_name = "sn40l-stepd" + endpoint(cluster, self.state)[len("\0sn40l-slurmctld"):]
@@ -367,6 +368,16 @@ class ControllerActor:
         """The directory of the job's current run (a requeued job starts a new one)."""
         return self.dir / "jobs" / str(job["id"]) / f"run{job.get('restarts', 0)}"
 
+    def _pid_info(self, job: dict) -> dict | None:
+        """The step's ``{stepd, pgid}`` once it has reported (read once per run, then kept)."""
+        key = (job["id"], job.get("restarts", 0))
+        info = self.pids.get(key)
+        if info is None:
+            info = _read_json(self._jobdir(job) / "pid.json")
+            if info is not None:
+                self.pids[key] = info
+        return info
+
     def _ranks(self, job: dict) -> list[int]:
         ranks = []
         for name, a in sorted(job["alloc"].items()):
@@ -513,7 +524,7 @@ class ControllerActor:
                 continue
             if job.get("launch_time") is None:
                 job["launch_time"] = now  # reconciled after a restart: give it time to report
-            pid_info = _read_json(jobdir / "pid.json")
+            pid_info = self._pid_info(job)
             if pid_info is None:
                 if now - job["launch_time"] > LAUNCH_TIMEOUT_S and not job.get("launch_error"):
                     self._finish(job, {"returncode": 1, "error": "batch step never started"})
@@ -552,6 +563,7 @@ class ControllerActor:
                 "exit_code": code, "exit_signal": sig, "ntasks": 1, "nodes": [job["batch_host"]],
                 "cpus": job["alloc"][job["batch_host"]]["cpus"]})
         self.kills.pop(job["id"], None)
+        self.pids.pop((job["id"], job.get("restarts", 0)), None)
         self._release(job)
 
     def _release(self, job: dict) -> None:
@@ -575,7 +587,7 @@ class ControllerActor:
 
     def _kill(self, job: dict) -> None:
         """SIGTERM the job's process group now, SIGKILL after KillWait (by the monitor)."""
-        pid_info = _read_json(self._jobdir(job) / "pid.json")
+        pid_info = self._pid_info(job)
         if pid_info is None:
             return  # not started yet; the monitor retries once the step reports its pid
         _killpg(pid_info["pgid"], signal.SIGCONT)
@@ -583,7 +595,7 @@ class ControllerActor:
         self.kills[job["id"]] = time.time() + self.kill_wait_s
 
     def _signal(self, job: dict, signum: int) -> None:
-        pid_info = _read_json(self._jobdir(job) / "pid.json")
+        pid_info = self._pid_info(job)
         if pid_info is not None:
             _killpg(pid_info["pgid"], signum)
 
@@ -608,7 +620,7 @@ class ControllerActor:
                             name, f"Not responding: socket(s) {labels} of {name} died")
                     for job in victims:
                         self._kill(job)
-                        if _read_json(self._jobdir(job) / "pid.json") is None:
+                        if self._pid_info(job) is None:
                             self._finish(job, {"returncode": -signal.SIGKILL})
                 elif node.not_responding:
                     with self.lock:

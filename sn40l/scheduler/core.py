@@ -30,10 +30,6 @@ from sn40l.scheduler.store import Store
 
 FINAL_STATES = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
                 "PREEMPTED", "BOOT_FAIL", "DEADLINE")
-STATE_CODES = {"PENDING": "PD", "RUNNING": "R", "COMPLETING": "CG", "COMPLETED": "CD",
-               "FAILED": "F", "CANCELLED": "CA", "TIMEOUT": "TO", "NODE_FAIL": "NF",
-               "REQUEUED": "RQ", "SUSPENDED": "S", "OUT_OF_MEMORY": "OOM", "PREEMPTED": "PR",
-               "BOOT_FAIL": "BF", "DEADLINE": "DL"}
 BASE_PRIORITY = 4294901760  # priority/basic: the first job gets the highest, then one less each
 BF_MAX_JOB_TEST = 100  # pending jobs the backfill pass considers (Slurm's bf_max_job_test)
 MIN_JOB_AGE_S = 300  # finished jobs stay visible to squeue this long (Slurm's MinJobAge)
@@ -122,11 +118,6 @@ class NodeInfo:
         if self.exclusive is not None or self.cpus_used >= self.cpus:
             return "ALLOCATED"
         return "MIXED"
-
-
-SHORT_NODE_STATES = {"IDLE": "idle", "MIXED": "mix", "ALLOCATED": "alloc", "DOWN": "down",
-                     "DOWN*": "down*", "DRAINED": "drain", "DRAINING": "drng",
-                     "COMPLETING": "comp"}
 
 
 class SchedulerCore:
@@ -258,7 +249,7 @@ class SchedulerCore:
         jobs = []
         for k in range(count):
             job = dict(base, id=first + k, priority=prio)
-            job["req"] = base["req"]
+            job["req"] = dict(base["req"])  # tasks are updated one by one (scontrol update)
             if indices:
                 job["array_job_id"] = first
                 job["array_task_id"] = indices[k]
@@ -343,7 +334,16 @@ class SchedulerCore:
         return [target]
 
     # -- scheduling ------------------------------------------------------------------------
-    def _pending_reason(self, job: dict, now: float) -> str | None:
+    def _array_running(self) -> dict[int, int]:
+        """Running tasks per array job (for %N throttles), counted once per pass."""
+        counts: dict[int, int] = {}
+        for j in self.jobs.values():
+            if j.get("array_job_id") is not None and j["state"] in ("RUNNING", "COMPLETING"):
+                counts[j["array_job_id"]] = counts.get(j["array_job_id"], 0) + 1
+        return counts
+
+    def _pending_reason(self, job: dict, now: float,
+                        array_running: dict[int, int]) -> str | None:
         """Why an eligible-looking job may not be considered now, or None."""
         if job["held"]:
             return "JobHeldAdmin" if job["held"] == "admin" else "JobHeldUser"
@@ -370,12 +370,8 @@ class SchedulerCore:
         if bad:
             return f"ReqNodeNotAvail, UnavailableNodes:{hostlist.compress(bad)}"
         throttle = job.get("array_throttle") or 0
-        if throttle:
-            running = sum(1 for j in self.jobs.values()
-                          if j.get("array_job_id") == job["array_job_id"]
-                          and j["state"] in ("RUNNING", "COMPLETING"))
-            if running >= throttle:
-                return "JobArrayTaskLimit"
+        if throttle and array_running.get(job["array_job_id"], 0) >= throttle:
+            return "JobArrayTaskLimit"
         return None
 
     def _order(self) -> list[dict]:
@@ -393,8 +389,17 @@ class SchedulerCore:
         blocked_partitions: set[str] = set()
         considered = 0
         changed: list[dict] = []
+        array_running = self._array_running()
+
+        def start_now(job: dict, nodes: list[NodeInfo]) -> None:
+            self._start(job, nodes, now)
+            started.append(job)
+            if job.get("array_job_id") is not None:
+                array_running[job["array_job_id"]] = array_running.get(job["array_job_id"],
+                                                                       0) + 1
+
         for job in self._order():
-            reason = self._pending_reason(job, now)
+            reason = self._pending_reason(job, now, array_running)
             if reason is None and considered >= BF_MAX_JOB_TEST:
                 reason = "Priority"
             if reason is not None:
@@ -410,15 +415,13 @@ class SchedulerCore:
                 # room as running jobs end, so it fits for its whole time limit.
                 nodes = self._fit_now(job)
                 if nodes:
-                    self._start(job, nodes, now)
-                    started.append(job)
+                    start_now(job, nodes)
                     continue
                 timeline = _Timeline(self, now)
             start, nodes = timeline.earliest(job)
             if start <= now and nodes:
-                self._start(job, nodes, now)
+                start_now(job, nodes)
                 timeline.add_job(job, now)
-                started.append(job)
                 continue
             if nodes:
                 timeline.reserve(job, start, nodes)
@@ -454,8 +457,9 @@ class SchedulerCore:
     def _estimate(self, job: dict, now: float) -> tuple[float, list[str]]:
         """When and where ``job`` would start behind everything already queued (--test-only)."""
         timeline = _Timeline(self, now)
+        array_running = self._array_running()
         for other in self._order():
-            if self._pending_reason(other, now) is None:
+            if self._pending_reason(other, now, array_running) is None:
                 start, nodes = timeline.earliest(other)
                 if nodes:
                     timeline.reserve(other, max(start, now), nodes)

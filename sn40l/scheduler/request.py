@@ -150,7 +150,7 @@ def parse_mem_mb(text: str) -> int:
     """Megabytes of ``--mem`` (``4096``, ``4G``, ``500M``, ``1T``); 0 means all of a node."""
     m = re.match(r"^(\d+)([KMGT]?)B?$", str(text).strip(), re.IGNORECASE)
     if not m:
-        raise SubmitError(f"error: Invalid --mem specification", 255)
+        raise SubmitError(f"error: Invalid --mem specification {text!r}", 255)
     n, unit = int(m.group(1)), m.group(2).upper()
     return {"K": max(1, n // 1024) if n else 0, "": n, "M": n, "G": n * 1024,
             "T": n * 1024 * 1024}[unit]
@@ -416,9 +416,7 @@ def resolve(o: dict, env: dict[str, str], cwd: str) -> dict:
         req["mem_mb"] = parse_mem_mb(str(o["mem"]))
     if "mem_per_cpu" in o:
         req["mem_per_cpu_mb"] = parse_mem_mb(str(o["mem_per_cpu"]))
-    req["requeue"] = not o.get("no_requeue") if ("no_requeue" in o or "requeue" in o) else True
-    if o.get("requeue") and o.get("no_requeue"):
-        req["requeue"] = True
+    req["requeue"] = bool(o.get("requeue")) or not o.get("no_requeue")  # Slurm's default: yes
     req["exclusive"] = "exclusive" in o and o["exclusive"] not in ("oversubscribe",)
     req["hold"] = bool(o.get("hold"))
     if "nice" in o:

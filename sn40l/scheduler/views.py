@@ -461,7 +461,13 @@ def sacct_value(row: dict, field: str, now: float | None = None) -> str:
     raise KeyError(field)
 
 
-SACCT_FIELDS = sorted({*SACCT_WIDTHS})
+SACCT_FIELDS = ["JobID", "JobIDRaw", "JobName", "Partition", "Account", "AllocCPUS", "NCPUS",
+                "State", "ExitCode", "DerivedExitCode", "Elapsed", "ElapsedRaw", "Start", "End",
+                "Submit", "Eligible", "Timelimit", "TimelimitRaw", "NNodes", "AllocNodes",
+                "NodeList", "AllocTRES", "ReqTRES", "ReqGRES", "AllocGRES", "User", "UID",
+                "Group", "GID", "WorkDir", "Reason", "Priority", "QOS", "Comment", "NTasks",
+                "ReqCPUS", "ReqMem", "ReqNodes", "ArrayJobID", "ArrayTaskID", "Cluster",
+                "Restarts"]
 
 
 def render_sacct(rows: list[dict], fields: list[str], header: bool = True,
