@@ -68,8 +68,24 @@ def test_every_number_has_a_source_or_an_assumption(name):
 def test_baselines_are_hbm_only_with_their_host_links():
     a100, h100 = load_profile("dgx-a100"), load_profile("dgx-h100")
     assert a100.tier("ddr").capacity == 0 and h100.tier("ddr").capacity == 0
-    assert a100.link("host").bandwidth == 32 * 10**9
-    assert h100.link("host").bandwidth == 64 * 10**9
+    # the paper's node-wide host-to-GPU figures (32 / 64 GB/s), shared by the 8 GPUs
+    assert 8 * a100.link("host").bandwidth == 32 * 10**9 == 8 * a100.ddr_to_hbm.bandwidth
+    assert 8 * h100.link("host").bandwidth == 64 * 10**9 == 8 * h100.ddr_to_hbm.bandwidth
+    # the named alternative: one PCIe link per GPU, all in parallel
+    a_pcie, h_pcie = load_profile("dgx-a100-pcie"), load_profile("dgx-h100-pcie")
+    assert a_pcie.ddr_to_hbm.bandwidth == 32 * 10**9 and h_pcie.ddr_to_hbm.bandwidth == 64 * 10**9
+
+
+def test_unknown_nested_key_and_bad_choice_are_refused(tmp_path):
+    def stale(raw):
+        raw["launch"]["software"] = {"value": "10us", "assumption": "old key"}
+    with pytest.raises(ProfileError, match="unknown key 'launch.software'"):
+        load_profile(_write(tmp_path, stale))
+
+    def bad(raw):
+        raw["execution"]["fusion_scope"]["value"] = "layer"
+    with pytest.raises(ProfileError, match="'layer' is not allowed; allowed: decoder, operator"):
+        load_profile(_write(tmp_path, bad))
 
 
 def _write(tmp_path, mutate):

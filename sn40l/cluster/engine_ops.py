@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 from sn40l.compiler.checkpoint import is_checkpoint, load_config, load_weights
+from sn40l.compiler.models import check_materializable
 from sn40l.compiler.pef import Artifact
 from sn40l.errors import ConfigError
 from sn40l.socket.engine import TileEngine, random_weights
@@ -53,6 +54,8 @@ class EngineOps:
         comm = self.communicator(group) if int(plan["config"]["tp"]) > 1 else None
         table = self._replays.setdefault((digest, group), {}) if replay else None
         engine = TileEngine(self.socket, plan, rank, tag, comm, table)
+        if weights != "phantom" or tensors is not None:
+            check_materializable(engine.model)
         if tensors is not None:
             full = {k: np.asarray(v, np.float32) for k, v in tensors.items()}
         elif weights == "random":

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 import ray
 
 from sn40l.collectives import create_group, destroy_group
+from sn40l.compiler.models import check_materializable
 from sn40l.compiler.pef import Artifact
+from sn40l.socket.engine import model_from_plan
 from sn40l.errors import ConfigError
 
 _ids = itertools.count()
@@ -40,6 +42,8 @@ class ModelRunner:
         if len(ranks) != artifact.tp:
             raise ConfigError(f"the artifact is compiled for TP {artifact.tp} but "
                               f"{len(ranks)} sockets were given")
+        if weights != "phantom":  # refused before any socket is touched
+            check_materializable(model_from_plan(artifact.plan))
         self.cluster, self.ranks, self.artifact = cluster, list(ranks), artifact
         self.weights, self.seed, self.job, self.tag = weights, seed, job, tag
         self.group = f"{tag}-tp{artifact.tp}-{next(_ids)}" if artifact.tp > 1 else None

@@ -5,7 +5,20 @@ math. Its time is ``launch + max(flops / (peak x eff_c), bytes / (B_hbm x eff_h)
 of DESIGN.md). In a fused kernel (a whole decoder layer) weight streaming overlaps compute and
 the layer's collectives, so the kernel takes ``max(bytes / (B_hbm x eff_fused), compute +
 collectives)``; unfused kernels pay their collectives after the math and one launch each.
-Efficiencies and launch overheads come from the profile (``efficiency.*``, ``launch.*``).
+Efficiencies come from the profile (``efficiency.*``). On a GPU profile (``execution.fusion_scope:
+operator``) even a ``fused`` layer is several kernels, each priced like an unfused one (its
+collectives after its math), at the GPU's own efficiencies.
+
+Launch cost (the SN40L paper's AGCU commands "Program Load, Argument Load, and Kernel Execute"):
+under *software* orchestration the host issues all three for every kernel, so a kernel pays
+``kernel_execute`` (host doorbell and completion over PCIe) + Argument Load (``argument_bytes``
+over the host link) + Program Load (``config_bytes_per_unit`` x the socket's PCUs and PMUs at
+``program_load_bandwidth``). Under *hardware* orchestration a static schedule on the device steps
+to the next kernel (``launch.hardware``) and pays Program Load only when the kernel's program
+differs from the one before it (a decoder loop reuses its loaded program). A kernel description
+that stands for several device kernels (the unfused baseline's attention is RoPE, QK^T, softmax
+and PV) says so with ``launches``; ``reload`` marks a program change (see
+:func:`sn40l.compiler.plan.kernels`).
 
 Collective times here are *estimates* for ``sn40l inspect``; on sockets they emerge from the
 messages of :mod:`sn40l.collectives`. The estimate uses the star algorithm for small messages
@@ -44,9 +57,57 @@ def allreduce_estimate_ns(nbytes: int, n: int, profile: Profile, cross_node: boo
     return math.ceil(min(star, ring))
 
 
+def program_load_ns(profile: Profile) -> int:
+    """Program Load: the configuration of every PCU and PMU of the socket (as many PMUs as
+    PCUs, ``compute.units`` each) streamed at ``orchestration.program_load_bandwidth``."""
+    nbytes = int(profile.value("orchestration.config_bytes_per_unit")) * 2 * int(
+        profile.value("compute.units"))
+    bw = int(profile.value("orchestration.program_load_bandwidth"))
+    return math.ceil(nbytes * 1e9 / bw) if nbytes else 0
+
+
+def argument_load_ns(profile: Profile) -> int:
+    """Argument Load from the host: one host-link transfer of ``argument_bytes``."""
+    nbytes = int(profile.value("orchestration.argument_bytes"))
+    if not nbytes:
+        return 0
+    host = profile.link("host")
+    return host.latency_ns + math.ceil(nbytes * 1e9 / host.bandwidth)
+
+
+def software_launch_ns(profile: Profile) -> int:
+    """Host-orchestrated launch of one kernel: Kernel Execute + Argument Load + Program Load."""
+    return (int(profile.value("orchestration.kernel_execute")) + argument_load_ns(profile)
+            + program_load_ns(profile))
+
+
+def hardware_launch_ns(profile: Profile, reload: bool = True) -> int:
+    """Device-orchestrated launch: the static schedule's step, plus Program Load when the
+    program changes."""
+    return int(profile.value("launch.hardware")) + (program_load_ns(profile) if reload else 0)
+
+
 def launch_ns(profile: Profile, orchestration: Orchestration) -> int:
-    """Per-kernel launch overhead of the orchestration mode."""
-    return int(profile.value(f"launch.{orchestration.value}"))
+    """Launch cost of one kernel whose program differs from the previous kernel's."""
+    if orchestration is Orchestration.SOFTWARE:
+        return software_launch_ns(profile)
+    return hardware_launch_ns(profile, True)
+
+
+def kernel_launch_ns(kernel: dict, profile: Profile, orchestration: Orchestration) -> int:
+    """Launch cost of a kernel description: ``launches`` device kernels (default 1); under
+    hardware orchestration Program Load only when ``reload`` (default True)."""
+    n = int(kernel.get("launches", 1))
+    if orchestration is Orchestration.SOFTWARE:
+        return n * software_launch_ns(profile)
+    return hardware_launch_ns(profile, bool(kernel.get("reload", True))) + (n - 1) * (
+        hardware_launch_ns(profile, True))
+
+
+def overlaps(profile: Profile, fusion: FusionLevel) -> bool:
+    """Whether a kernel's weight streaming overlaps its collectives: only a fused decoder
+    kernel of a dataflow socket (``execution.fusion_scope: decoder``)."""
+    return fusion is FusionLevel.FUSED and profile.fusion_scope == "decoder"
 
 
 def kernel_ns(kernel: dict, profile: Profile, fusion: FusionLevel,
@@ -58,8 +119,8 @@ def kernel_ns(kernel: dict, profile: Profile, fusion: FusionLevel,
     comm = sum(allreduce_estimate_ns(b, tp, profile, cross_node) for b in kernel["allreduce"])
     comm += sum(allreduce_estimate_ns(b, tp, profile, cross_node) // 2
                 for b in kernel["allgather"])  # an allgather is the second half of a ring
-    if fusion is FusionLevel.FUSED:
+    if overlaps(profile, fusion):
         body = max(mem, math_ns + comm)
     else:
         body = max(mem, math_ns) + comm
-    return launch_ns(profile, orchestration) + body
+    return kernel_launch_ns(kernel, profile, orchestration) + body

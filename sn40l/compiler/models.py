@@ -36,6 +36,9 @@ class ModelConfig:
     rope_scaling: RopeScaling | None = None
     norm_eps: float = 1e-5
     max_position: int = 4096
+    # Non-empty: why the engine cannot run this model's math (it is not a Llama-math model);
+    # the preset then serves phantom runs only (shapes, capacity, modeled time).
+    phantom_only: str = ""
     extra: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -83,12 +86,38 @@ PRESETS: dict[str, ModelConfig] = {m.name: m for m in (
     ModelConfig("llama3.1-405b", 126, 16384, 128, 8, 53248, 128256, 500000.0, _L31,
                 max_position=131072),
     ModelConfig("mistral-7b", 32, 4096, 32, 8, 14336, 32000, max_position=32768),
+    # Table III of the SN40L paper beyond Llama (shapes from each model's config.json).
+    # Falcon and BLOOM are not Llama-math models (see _NOT_LLAMA); their GELU MLP of two
+    # h x 4h matrices is carried as the SwiGLU width with the same weights and FLOPs,
+    # 2 * 4h / 3 rounded down (error < 0.01 %). Known error: both tie the LM head to the input
+    # embedding, which ModelConfig counts twice (Falcon-40B +1.3 %, BLOOM-176B +2 % weights).
+    ModelConfig("falcon-40b", 60, 8192, 128, 8, 2 * 4 * 8192 // 3, 65024, max_position=2048,
+                phantom_only="falcon-40b (tiiuae/falcon-40b): parallel attention and MLP, "
+                "LayerNorm, GELU MLP and multi-query groups are not the Llama math the engine "
+                "runs"),
+    ModelConfig("bloom-176b", 70, 14336, 112, 112, 2 * 4 * 14336 // 3, 250880,
+                max_position=8192,
+                phantom_only="bloom-176b (bigscience/bloom): ALiBi positions instead of RoPE, "
+                "LayerNorm and a GELU MLP are not the Llama math the engine runs"),
     # Tiny models for tests: 16 heads (TP up to 16), GQA with 2 KV heads (fewer than TP 8),
     # a prime vocabulary that no TP size divides, and llama3 RoPE scaling.
     ModelConfig("tiny", 2, 64, 16, 2, 96, 97, 500000.0,
                 RopeScaling(8.0, 1.0, 4.0, 32), norm_eps=1e-5, max_position=256),
     ModelConfig("tiny-mha", 2, 32, 4, 4, 64, 61, max_position=128),
 )}
+
+
+# Table III benchmarks (model, context lengths of the paper's Fig. 10 / 11 sweep).
+TABLE_III: tuple[tuple[str, tuple[int, ...]], ...] = (
+    ("llama2-7b", (4096,)), ("mistral-7b", (2048, 4096)), ("llama2-70b", (4096,)),
+    ("falcon-40b", (2048,)), ("bloom-176b", (8192,)))
+
+
+def check_materializable(model: ModelConfig) -> None:
+    """Refuse a materialized run of a phantom-only preset by name, with the reason."""
+    if model.phantom_only:
+        raise ConfigError(f"model {model.name!r} runs with phantom weights only: "
+                          f"{model.phantom_only}; use --weights phantom")
 
 
 def preset(name: str) -> ModelConfig:

@@ -114,43 +114,62 @@ def kernels(model: ModelConfig, cfg: CompileConfig) -> list[dict]:
     kv_write = tokens * 2 * kv * BF16
     # attention math: scores and weighted sum, per head, over the context
     attn_flops = 4 * tokens * s["heads"] * hd * (ctx if decode else ctx / 2)
-    ops = [  # name, weight bytes, flops, kv bytes, intermediates written+read, collectives
-        ("attn_norm", h * BF16, 4 * tokens * h, 0, 2 * act, []),
+    # The unfused baseline (every operator its own kernel, intermediates through HBM) also
+    # materializes the attention scores: QK^T writes them, softmax reads and writes them, PV
+    # reads them; RoPE reads and writes q and k; SwiGLU and the residual adds are kernels too.
+    scores = cfg.batch * s["heads"] * (1 if decode else cfg.seq_len) * ctx * BF16
+    rope = 2 * tokens * (q + kv) * BF16
+    ops = [  # name, weight bytes, flops, kv bytes, intermediates written+read, collectives,
+        #      unfused: device kernels, intermediates written+read
+        ("attn_norm", h * BF16, 4 * tokens * h, 0, 2 * act, [], 1, 2 * act),
         ("qkv_proj", h * (q + 2 * kv) * BF16, 2 * tokens * h * (q + 2 * kv), 0,
-         tokens * (q + 2 * kv) * BF16 * 2, []),
-        ("attention", 0, int(attn_flops), kv_read + kv_write, tokens * q * BF16 * 2, []),
-        ("o_proj", q * h * BF16, 2 * tokens * q * h, 0, 2 * act, ar),
-        ("mlp_norm", h * BF16, 4 * tokens * h, 0, 2 * act, []),
-        ("gate_up", 2 * h * m * BF16, 4 * tokens * h * m, 0, tokens * 2 * m * BF16 * 2, []),
-        ("down_proj", m * h * BF16, 2 * tokens * m * h, 0, 2 * act, ar),
+         tokens * (q + 2 * kv) * BF16 * 2, [], 1, tokens * (q + 2 * kv) * BF16 * 2),
+        ("attention", 0, int(attn_flops), kv_read + kv_write, tokens * q * BF16 * 2, [],
+         4, rope + 4 * scores + tokens * q * BF16 * 2),  # RoPE, QK^T, softmax, PV
+        ("o_proj", q * h * BF16, 2 * tokens * q * h, 0, 2 * act, ar, 2, 5 * act),  # + residual
+        ("mlp_norm", h * BF16, 4 * tokens * h, 0, 2 * act, [], 1, 2 * act),
+        ("gate_up", 2 * h * m * BF16, 4 * tokens * h * m, 0, tokens * 2 * m * BF16 * 2, [],
+         2, tokens * 5 * m * BF16 * 2),  # + SwiGLU (reads gate and up, writes their product)
+        ("down_proj", m * h * BF16, 2 * tokens * m * h, 0, 2 * act, ar, 2, 5 * act),
     ]
     out = [{"name": "embed", "layer": -1, "weight_bytes": tokens * h * BF16, "flops": 0,
-            "kv_bytes": 0, "act_bytes": act, "allreduce": ar, "allgather": []}]
+            "kv_bytes": 0, "act_bytes": act, "allreduce": ar, "allgather": [],
+            "program": "embed"}]
     # A fused layer keeps its intermediates in SRAM; when they do not fit, it is split into an
-    # attention kernel and an MLP kernel whose hand-over goes through HBM.
-    sram = load_profile(cfg.profile).tier("sram").capacity
+    # attention kernel and an MLP kernel whose hand-over goes through HBM. A GPU profile
+    # (execution.fusion_scope: operator) runs even a fused layer as one kernel per operator
+    # (its own fused epilogues: attention with RoPE, gate/up with SwiGLU), intermediates in HBM.
+    profile = load_profile(cfg.profile)
+    sram = profile.tier("sram").capacity
     live = max(o[4] for o in ops)  # the largest intermediate written and read back
     parts = [ops] if live <= sram else [ops[:4], ops[4:]]
     for i in range(model.layers):
-        if fusion is FusionLevel.FUSED:
+        if fusion is FusionLevel.FUSED and profile.fusion_scope == "decoder":
             for j, part in enumerate(parts):
-                out.append({"name": f"decoder.{i}" + ("" if len(parts) == 1 else
-                                                      (".attn", ".mlp")[j]), "layer": i,
+                suffix = "" if len(parts) == 1 else (".attn", ".mlp")[j]
+                out.append({"name": f"decoder.{i}{suffix}", "layer": i,
                             "weight_bytes": sum(o[1] for o in part),
                             "flops": sum(o[2] for o in part),
                             "kv_bytes": sum(o[3] for o in part),
                             "act_bytes": 0 if len(parts) == 1 else 2 * act,
                             "allreduce": [b for o in part for b in o[5]], "allgather": [],
-                            "ops": [o[0] for o in part]})
-        else:
+                            "ops": [o[0] for o in part], "program": f"decoder{suffix}"})
+        elif fusion is FusionLevel.FUSED:
             out += [{"name": f"layers.{i}.{o[0]}", "layer": i, "weight_bytes": o[1],
                      "flops": o[2], "kv_bytes": o[3], "act_bytes": o[4], "allreduce": o[5],
-                     "allgather": []} for o in ops]
+                     "allgather": [], "program": o[0]} for o in ops]
+        else:
+            out += [{"name": f"layers.{i}.{o[0]}", "layer": i, "weight_bytes": o[1],
+                     "flops": o[2], "kv_bytes": o[3], "act_bytes": o[7], "allreduce": o[5],
+                     "allgather": [], "launches": o[6], "program": o[0]} for o in ops]
     last = cfg.batch  # logits only for the last position of each sequence
     out.append({"name": "lm_head", "layer": model.layers,
                 "weight_bytes": (h + h * s["vocab"]) * BF16, "flops": 2 * last * h * s["vocab"],
                 "kv_bytes": 0, "act_bytes": 0, "allreduce": [],
-                "allgather": [last * s["vocab"] * 4] if cfg.tp > 1 else []})
+                "allgather": [last * s["vocab"] * 4] if cfg.tp > 1 else [],
+                "program": "lm_head"})
+    for k, prev in zip(out, out[-1:] + out[:-1]):  # steps repeat: the first follows the last
+        k["reload"] = k["program"] != prev["program"]
     return out
 
 
@@ -195,7 +214,7 @@ class Estimate:
     """Modeled time of one step from the cost model (not from running on sockets)."""
 
     step_ns: int
-    kernels: int
+    kernels: int  # device kernels launched per step (a description may stand for several)
     hbm_bytes_per_step: int
 
     def to_dict(self) -> dict:
@@ -208,7 +227,7 @@ def estimate(model: ModelConfig, cfg: CompileConfig, profile: Profile,
     cross = cfg.nodes > 1
     step = sum(kernel_ns(k, profile, fusion, orch, cfg.tp, cross) for k in ks)
     stream = sum(k["weight_bytes"] + k["kv_bytes"] + k["act_bytes"] for k in ks)
-    return Estimate(step, len(ks), stream)
+    return Estimate(step, sum(k.get("launches", 1) for k in ks), stream)
 
 
 SEGMENT_KINDS = (("weights", "weight", "bf16"), ("kv", "kv", "bf16"),

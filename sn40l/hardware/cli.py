@@ -9,7 +9,7 @@ from sn40l.hardware.profile import PROFILE_NAMES, load_profile
 from sn40l.hardware.units import format_bandwidth, format_bytes, format_ns
 
 _FORMAT = {"bytes": format_bytes, "bandwidth": format_bandwidth, "time": format_ns,
-           "flops": lambda v: f"{v / 1e12:.0f} TFLOPS", "count": str, "ratio": lambda v: f"{v:g}"}
+           "flops": lambda v: f"{v / 1e12:.0f} TFLOPS", "count": str, "ratio": lambda v: f"{v:g}", "choice": str}
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -33,6 +33,21 @@ def _parse_ratio(value: object) -> float:
     return float(value)
 
 
+# key path -> the words a choice-valued key allows (kind "choice")
+CHOICES: dict[str, tuple[str, ...]] = {
+    # How much of a decoder layer one kernel may hold: "decoder" (a dataflow socket fuses the
+    # whole layer) or "operator" (a GPU runs the layer as several kernels, one per operator or
+    # per GEMM with its fused epilogue).
+    "execution.fusion_scope": ("decoder", "operator"),
+}
+
+
+def _parse_word(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise UnitError(f"{value!r} is not a word")
+    return value
+
+
 # kind -> (parser, unit shown in messages)
 _KINDS: dict[str, tuple[Callable[[object], Any], str]] = {
     "bytes": (parse_bytes, "bytes"),
@@ -41,6 +56,7 @@ _KINDS: dict[str, tuple[Callable[[object], Any], str]] = {
     "time": (parse_time_ns, "ns"),
     "count": (_parse_count, ""),
     "ratio": (_parse_ratio, ""),
+    "choice": (_parse_word, ""),
 }
 
 # key path -> (kind, minimum, maximum). Every key is required; minimum/maximum are inclusive and
@@ -72,11 +88,17 @@ SCHEMA: dict[str, tuple[str, float, float]] = {
     "efficiency.hbm_unfused": ("ratio", 0.01, 1.0),
     "efficiency.compute_fused": ("ratio", 0.01, 1.0),
     "efficiency.compute_unfused": ("ratio", 0.01, 1.0),
-    "launch.software": ("time", 0, 10**9),
     "launch.hardware": ("time", 0, 10**9),
+    "execution.fusion_scope": ("choice", 0, 0),
+    # Software orchestration: what the host's Program Load, Argument Load and Kernel Execute
+    # commands move per kernel (see sn40l.compiler.cost.software_launch_ns).
+    "orchestration.config_bytes_per_unit": ("bytes", 0, 2**30),
+    "orchestration.program_load_bandwidth": ("bandwidth", 1, 10**15),
+    "orchestration.argument_bytes": ("bytes", 0, 2**30),
+    "orchestration.kernel_execute": ("time", 0, 10**9),
 }
 
-PROFILE_NAMES = ("sn40l", "dgx-a100", "dgx-h100")
+PROFILE_NAMES = ("sn40l", "dgx-a100", "dgx-h100", "dgx-a100-pcie", "dgx-h100-pcie")
 
 
 @dataclass(frozen=True)
@@ -157,6 +179,11 @@ class Profile:
         return LinkSpec("ddr_to_hbm", int(self.value("copy.ddr_to_hbm.bandwidth")),
                         int(self.value("copy.ddr_to_hbm.latency")))
 
+    @property
+    def fusion_scope(self) -> str:
+        """``decoder`` (a whole decoder layer per kernel) or ``operator`` (GPU kernels)."""
+        return str(self.value("execution.fusion_scope"))
+
     def with_sockets_per_node(self, n: int) -> "Profile":
         """The same profile with another node layout; ``n`` must be one of :attr:`layouts`."""
         if n not in self.layouts:
@@ -203,6 +230,29 @@ def _lookup(raw: dict, path: str, origin: str) -> Any:
     return node
 
 
+def _refuse_unknown_nested(raw: dict, origin: str) -> None:
+    """A key below a known section that the schema does not know (e.g. a stale
+    ``launch.software``) is refused by name, never ignored."""
+    known = {".".join(p.split(".")[:i]) for p in SCHEMA for i in range(1, p.count(".") + 2)}
+
+    def walk(node: dict, prefix: str) -> None:
+        for key, sub in node.items():
+            path = f"{prefix}{key}"
+            if path in SCHEMA:
+                continue
+            if path not in known:
+                siblings = sorted(k.split(".")[-1] for k in known
+                                  if k.startswith(prefix) and k.count(".") == path.count("."))
+                raise ProfileError(f"{origin}: unknown key {path!r}; allowed here: "
+                                   f"{', '.join(siblings)}")
+            if isinstance(sub, dict):
+                walk(sub, path + ".")
+
+    for top in raw:
+        if top in {p.split(".")[0] for p in SCHEMA} and isinstance(raw[top], dict):
+            walk(raw[top], top + ".")
+
+
 def _validate(raw: Any, origin: str) -> Profile:
     if not isinstance(raw, dict):
         raise ProfileError(f"{origin}: a profile is a YAML mapping, got {type(raw).__name__}")
@@ -215,6 +265,7 @@ def _validate(raw: Any, origin: str) -> Profile:
     if unknown:
         raise ProfileError(f"{origin}: unknown key(s) {', '.join(unknown)}; "
                            f"allowed: {', '.join(sorted(known_top))}")
+    _refuse_unknown_nested(raw, origin)
     quantities: dict[str, Quantity] = {}
     for path, (kind, lo, hi) in SCHEMA.items():
         entry = _lookup(raw, path, origin)
@@ -234,7 +285,11 @@ def _validate(raw: Any, origin: str) -> Profile:
             value = parser(entry["value"])
         except UnitError as exc:
             raise ProfileError(f"{origin}: key {path!r}: {exc}") from None
-        if not lo <= value <= hi:
+        if kind == "choice":
+            if value not in CHOICES[path]:
+                raise ProfileError(f"{origin}: key {path!r} = {value!r} is not allowed; "
+                                   f"allowed: {', '.join(CHOICES[path])}")
+        elif not lo <= value <= hi:
             raise ProfileError(f"{origin}: key {path!r} = {entry['value']!r} is out of range; "
                                f"allowed {lo:g} to {hi:g} {unit}".rstrip())
         quantities[path] = Quantity(path, value, entry["value"], source, assumption)
@@ -251,7 +306,7 @@ def _validate(raw: Any, origin: str) -> Profile:
 
 
 def load_profile(name_or_path: str | Path = "sn40l") -> Profile:
-    """Load a shipped profile by name (``sn40l``, ``dgx-a100``, ``dgx-h100``) or a YAML path."""
+    """Load a shipped profile by name (see :data:`PROFILE_NAMES`) or a YAML path."""
     text_name = str(name_or_path)
     if text_name in PROFILE_NAMES:
         text = resources.files("sn40l.hardware").joinpath(f"profiles/{text_name}.yaml").read_text()

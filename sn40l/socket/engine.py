@@ -20,7 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
-from sn40l.compiler.cost import compute_ns, hbm_ns, launch_ns
+from sn40l.compiler.cost import compute_ns, hbm_ns, kernel_launch_ns
 from sn40l.compiler.models import ModelConfig, RopeScaling
 from sn40l.compiler.plan import CompileConfig, kernels, segments
 from sn40l.compiler.types import FusionLevel, Orchestration
@@ -321,7 +321,8 @@ class TileEngine:
         mem = hbm_ns(kernel["weight_bytes"] + kernel["kv_bytes"] + kernel["act_bytes"],
                      self.socket.profile, self.fusion)
         cmp_ns = compute_ns(kernel["flops"], self.socket.profile, self.fusion)
-        end = launch_ns(self.socket.profile, self.orch) + max(t0 + mem, t1 + cmp_ns)
+        launch = kernel_launch_ns(kernel, self.socket.profile, self.orch)
+        end = launch + max(t0 + mem, t1 + cmp_ns)
         self.socket.clock.record(kernel["name"], "kernel", "compute", t0, end,
                                  bytes=kernel["weight_bytes"] + kernel["kv_bytes"])
         self.socket.clock.advance_to(end)
