@@ -116,3 +116,20 @@ def test_table_iii_presets():
                                               " the Llama math"):
             check_materializable(preset(name))
     check_materializable(preset("mistral-7b"))  # Llama math: runs for real
+
+
+def test_150_experts_are_refused_on_one_dgx_node_with_numbers_and_fit_two():
+    """Experts live in host memory on a DGX: 150 llama2-7b experts (2.19 TB with the bench's
+    KV caches) do not fit one node's 2 TB; the bench reports OOM instead of growing the DGX."""
+    from sn40l.coe.bench import BenchConfig, dgx_refusal
+    from sn40l.coe.registry import synthetic
+
+    cfg = BenchConfig()
+    coe = synthetic(150, "llama2-7b", 8, router={"preset": "llama2-7b"},
+                    serving={"max_batch": max(cfg.batch),
+                             "max_context": cfg.prompt_len + max(cfg.tokens)})
+    for name in ("dgx-a100", "dgx-h100"):
+        why = dgx_refusal(coe, load_profile(name), 1)
+        assert why is not None and "host memory: needs 2.0 TiB" in why and "has 1.8 TiB" in why
+        assert dgx_refusal(coe, load_profile(name), 2) is None  # two nodes when asked for
+    assert cfg.dgx_nodes == 1

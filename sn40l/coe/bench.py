@@ -1,8 +1,10 @@
 """``sn40l coe bench``: the same CoE workload on SN40L and the DGX baselines, in modeled time.
 
-For each profile and expert count the benchmark sizes the CoE on numbers first (how many nodes
-it needs: SN40L holds experts in socket DDR, the DGX baselines in node host memory), brings up
-that many emulated nodes with phantom weights, loads the CoE, and serves ``rounds`` batches per
+For each profile and expert count the benchmark sizes the CoE on numbers first: SN40L gets as
+many nodes as it needs (experts in socket DDR); a DGX baseline runs on exactly ``dgx_nodes``
+nodes (default 1, experts in node host memory) and a CoE that does not fit them gives an OOM row
+with the need and the capacity, never a silently larger DGX. It then brings up the nodes with
+phantom weights, loads the CoE, and serves ``rounds`` batches per
 (batch size, decode tokens, serving mode) from a cold cache (only the router resident). Every
 router and expert run executes the compiled artifacts on the socket actors (phantom steps of a
 shape already run replay its modeled time, see :class:`sn40l.socket.engine.TileEngine`).
@@ -24,9 +26,10 @@ from typing import Callable
 
 import numpy as np
 
-from sn40l.coe.placement import footprint, plan
+from sn40l.coe.placement import footprint, home_tier, plan
 from sn40l.coe.registry import synthetic
 from sn40l.coe.sizing import coe_needs
+from sn40l.coe.types import Home
 from sn40l.errors import CapacityError, ConfigError
 from sn40l.hardware.profile import load_profile
 
@@ -50,6 +53,7 @@ class BenchConfig:
     tp: int = 8
     seed: int = 0
     router: str | None = "llama2-7b"  # the router's backbone preset (None: head only)
+    dgx_nodes: int = 1       # nodes of a DGX baseline (host-memory homes); never grown
 
     def check(self) -> None:
         for m in self.modes:
@@ -59,6 +63,8 @@ class BenchConfig:
                              ("--tokens", self.tokens)):
             if not values or any(v < 1 for v in values):
                 raise ConfigError(f"{name} needs whole numbers >= 1, got {list(values)}")
+        if self.dgx_nodes < 1:
+            raise ConfigError(f"--dgx-nodes must be >= 1, got {self.dgx_nodes}")
         if self.rounds < 1 or self.warmup < 0:
             raise ConfigError(f"--rounds must be >= 1 and --warmup >= 0, got {self.rounds} "
                               f"and {self.warmup}")
@@ -93,6 +99,25 @@ def nodes_needed(config, profile, max_nodes: int = 64) -> int:
     raise CapacityError(f"CoE {config.name!r} does not fit {max_nodes} nodes of {profile.name}")
 
 
+def dgx_refusal(config, profile, nodes: int) -> str | None:
+    """Why ``config`` does not fit ``nodes`` nodes of a host-memory profile (the capacity
+    check's message with its numbers), or None when it fits."""
+    needs, router_bytes = coe_needs(config, profile.name)
+    try:
+        plan(needs, profile, nodes, config.tp, router_bytes, config.placement, config.cache.pin)
+    except CapacityError as exc:
+        return str(exc)
+    return None
+
+
+def _oom_rows(prof_name: str, n: int, nodes: int, cfg: BenchConfig, why: str) -> list[dict]:
+    return [{"profile": prof_name, "experts": n, "nodes": nodes, "batch": b, "tokens": t,
+             "mode": mode, "oom": why, "latency_ms": None, "router_ms": None, "switch_ms": None,
+             "expert_ms": None, "hit_rate": None, "switches": 0, "copied_gb": 0.0,
+             "misrouted": 0, "wall_s": 0.0}
+            for b in cfg.batch for t in cfg.tokens for mode in cfg.modes]
+
+
 def run_bench(cfg: BenchConfig, progress: Callable[[str], None] = print,
               address: str | None = None) -> dict:
     """Run the sweep on fresh emulated clusters; returns {"rows", "footprint", "wall_s"}."""
@@ -115,15 +140,26 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] = print,
                                 router={"preset": cfg.router} if cfg.router else None,
                                 serving={"max_batch": max(cfg.batch),
                                          "max_context": cfg.prompt_len + max(cfg.tokens)})
-                nodes = nodes_needed(coe, profile)
+                needs, router_bytes = coe_needs(coe, profile.name)
+                if n == max(cfg.experts):
+                    feet.append(footprint(profile, needs[0], cfg.tp, n, router_bytes))
+                if home_tier(profile) is Home.HOST:  # a DGX baseline: fixed node count
+                    nodes = cfg.dgx_nodes
+                    why = dgx_refusal(coe, profile, nodes)
+                    if why is not None:
+                        oom = _oom_rows(prof_name, n, nodes, cfg, why)
+                        rows += oom
+                        done += len(oom)
+                        progress(f"[{prof_name}] {n} x {cfg.expert_model}: OOM on {nodes} "
+                                 f"node(s): {why}")
+                        continue
+                else:
+                    nodes = nodes_needed(coe, profile)
                 if cluster is None or cluster.spec.nodes != nodes:
                     if cluster is not None:
                         cluster.stop()
                     cluster = Cluster.start(nodes=nodes, profile=profile,
                                             name=f"coebench-{prof_name}")
-                needs, router_bytes = coe_needs(coe, profile.name)
-                if n == max(cfg.experts):
-                    feet.append(footprint(profile, needs[0], cfg.tp, n, router_bytes))
                 rt = CoERuntime(cluster, coe)
                 info = rt.load()
                 progress(f"[{prof_name}] {n} x {cfg.expert_model} on {nodes} node(s): loaded "
@@ -180,17 +216,23 @@ def format_table(result: dict) -> str:
     body = [(r["profile"], str(r["experts"]), str(r["nodes"]), str(r["batch"]), str(r["tokens"]),
              r["mode"], f"{r['latency_ms']:.1f}", f"{r['router_ms']:.2f}",
              f"{r['switch_ms']:.1f}", f"{r['expert_ms']:.1f}", f"{r['hit_rate']:.0%}",
-             f"{r['wall_s']:.2f}") for r in result["rows"]]
+             f"{r['wall_s']:.2f}") if r.get("oom") is None else
+            (r["profile"], str(r["experts"]), str(r["nodes"]), str(r["batch"]), str(r["tokens"]),
+             r["mode"], "OOM", "-", "-", "-", "-", "-") for r in result["rows"]]
     widths = [max(len(x[i]) for x in [head] + body) for i in range(len(head))]
     for row in [head] + body:
         lines.append("  ".join(c.rjust(w) if i > 5 or i in (1, 2, 3, 4) else c.ljust(w)
                                for i, (c, w) in enumerate(zip(row, widths))))
+    ooms = {(r["profile"], r["experts"]): r["oom"] for r in result["rows"] if r.get("oom")}
+    for (prof, n), why in ooms.items():
+        lines.append(f"OOM {prof} E={n}: {why}")
     lines.append("")
     lines.append("FOOTPRINT (TP8; expert = weights + KV cache per TP group)")
     fh = ("PROFILE", "HOME", "EXPERT GB", "PER NODE (home)", "PER NODE (HBM)",
-          "NODES FOR N (home)", "NODES FOR N (HBM)")
+          "PER NODE (HBM+home)", "NODES FOR N (home)", "NODES FOR N (HBM)")
     fb = [(f["profile"], f["home"], f"{f['expert_bytes'] / 1e9:.1f}",
            str(f["experts_per_node_home"]), str(f["experts_per_node_hbm"]),
+           str(f.get("experts_per_node_hbm_and_home", "-")),
            str(f["nodes_needed_home"]), str(f["nodes_needed_hbm"])) for f in result["footprint"]]
     fw = [max(len(x[i]) for x in [fh] + fb) for i in range(len(fh))]
     for row in [fh] + fb:
@@ -216,6 +258,7 @@ def plot(result: dict, path: str) -> None:
     b, t = max(r["batch"] for r in rows), min(r["tokens"] for r in rows)
     sel = [r for r in rows if r["batch"] == b and r["tokens"] == t]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5))
+    sel = [r for r in sel if r.get("oom") is None]
     for prof in dict.fromkeys(r["profile"] for r in sel):
         for mode in dict.fromkeys(r["mode"] for r in sel):
             pts = [r for r in sel if r["profile"] == prof and r["mode"] == mode]

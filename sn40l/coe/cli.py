@@ -59,6 +59,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--prompt-len", type=int, default=64, help="tokens per prompt (default 64)")
     b.add_argument("--router", default="llama2-7b",
                    help="router backbone preset, or 'none' for the centroid head only")
+    b.add_argument("--dgx-nodes", type=int, default=1,
+                   help="nodes of each DGX baseline (default 1); a CoE that does not fit them "
+                   "is reported as OOM with its numbers, never grown")
     b.add_argument("--plot", default=None, help="write latency and breakdown plots (PNG)")
     b.add_argument("--json", action="store_true", help="print the figures as JSON")
     b.add_argument("--address", default=None, help="Ray address (default: embedded local Ray)")
@@ -169,7 +172,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         profiles=tuple(p.strip() for p in args.profiles.split(",") if p.strip()),
         modes=tuple(m.strip() for m in args.modes.split(",") if m.strip()),
         rounds=args.rounds, warmup=args.warmup, prompt_len=args.prompt_len,
-        router=None if args.router.lower() == "none" else args.router)
+        router=None if args.router.lower() == "none" else args.router,
+        dgx_nodes=args.dgx_nodes)
     cfg.check()
     if args.plot:  # fail before the sweep, not after it, when matplotlib is missing
         import importlib.util

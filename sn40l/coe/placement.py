@@ -222,9 +222,16 @@ def footprint(profile: Profile, expert: ExpertNeed, tp: int, n_experts: int,
     hbm = profile.tier("hbm").capacity
     per_node_home = groups * (home_capacity_per_socket(profile) // expert.per_socket)
     per_node_hbm = groups * ((hbm - aligned(router_bytes)) // expert.resident)
+    # The SN40L paper's optimistic DGX rule: all of HBM and host memory hold weights and KV
+    # (here less the router and one resident expert as working space). The emulated runtime
+    # homes experts in the home tier only, so the home figure is what it can run.
+    spare_hbm = max(0, hbm - aligned(router_bytes) - expert.resident)
+    per_node_both = groups * ((home_capacity_per_socket(profile) + spare_hbm)
+                              // expert.per_socket)
     return {"profile": profile.name, "home": str(home_tier(profile)),
             "expert_bytes": expert.resident * tp,
             "experts_per_node_home": per_node_home,
             "experts_per_node_hbm": per_node_hbm,
+            "experts_per_node_hbm_and_home": per_node_both,
             "nodes_needed_home": math.ceil(n_experts / per_node_home) if per_node_home else None,
             "nodes_needed_hbm": math.ceil(n_experts / per_node_hbm) if per_node_hbm else None}
