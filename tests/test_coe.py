@@ -207,10 +207,11 @@ def test_dgx_baseline_keeps_experts_in_host_memory_and_switches_over_the_host_li
     rt.load()
     res = rt.serve(["topic002a topic002b", "topic002a"], 2)
     host = _yaml("dgx-h100")["links"]["host"]
-    assert (host["bandwidth"]["value"], host["latency"]["value"]) == ("64GB/s", "2us")
+    # the paper's 64 GB/s host-to-GPU bandwidth of the node, 1/8 per GPU when all 8 load
+    assert (host["bandwidth"]["value"], host["latency"]["value"]) == ("8GB/s", "2us")
     b = rt.builds["expert002"]
     w, kv = b.segment_bytes("weight"), b.segment_bytes("kv")
-    assert res.requests[0].switch_ns == _copy_ns(w + kv, 64, 2000)
+    assert res.requests[0].switch_ns == _copy_ns(w + kv, 8, 2000)
     assert res.requests[1].hit
     st = cluster.call("stats", ranks=[0])[0]["tiers"]
     assert st["ddr"]["capacity"] == 0 and st["ddr"]["used"] == 0
