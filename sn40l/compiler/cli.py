@@ -61,9 +61,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         total = sum(s["bytes"] for s in p["memory"]["symbols"] if s["tier"] == tier)
         print(f"{tier.upper()}: {format_bytes(total)} per socket")
     print(f"symbols: {dict(kinds)}")
-    names = collections.Counter(
-        k["name"].split(".")[0] if k["name"].split(".")[-1].isdigit()
-        else k["name"].split(".")[-1] for k in p["kernels"])
+    names: collections.Counter = collections.Counter()
+    for k in p["kernels"]:  # device kernels: a description may stand for several
+        names[k["name"].split(".")[0] if k["name"].split(".")[-1].isdigit()
+              else k["name"].split(".")[-1]] += k.get("launches", 1)
     print(f"kernels per step: {est['kernels']} ({', '.join(f'{n} x{c}' for n, c in names.items())})")
     step = est["step_ns"]
     print(f"estimated step {format_ns(step)} -> {1e9 / step:.1f} steps/s; HBM streamed "
