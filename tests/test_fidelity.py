@@ -133,3 +133,17 @@ def test_150_experts_are_refused_on_one_dgx_node_with_numbers_and_fit_two():
         assert why is not None and "host memory: needs 2.0 TiB" in why and "has 1.8 TiB" in why
         assert dgx_refusal(coe, load_profile(name), 2) is None  # two nodes when asked for
     assert cfg.dgx_nodes == 1
+
+
+def test_materialized_run_of_a_phantom_only_preset_is_refused_before_any_socket(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, SN40L_STATE_DIR=str(tmp_path))
+    out = subprocess.run([sys.executable, "-m", "sn40l.cli", "run", "bloom-176b", "--weights",
+                          "random", "--prompt-ids", "1,2", "--seq-len", "2048"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "'bloom-176b' runs with phantom weights only: bloom-176b (bigscience/bloom): ALiBi" \
+        in out.stderr

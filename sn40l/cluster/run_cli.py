@@ -56,6 +56,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     model_name = art.plan["model"]["name"]
     weights = args.weights or art.plan.get("checkpoint") or (
         "random" if model_name.startswith("tiny") else "phantom")
+    if weights != "phantom":  # a phantom-only preset is refused before any socket starts
+        from sn40l.compiler.models import check_materializable
+        from sn40l.socket.engine import model_from_plan
+
+        check_materializable(model_from_plan(art.plan))
     cluster, ranks, job, started = _sockets(art)
     try:
         from sn40l.cluster.runner import ModelRunner

@@ -92,13 +92,14 @@ PRESETS: dict[str, ModelConfig] = {m.name: m for m in (
     # 2 * 4h / 3 rounded down (error < 0.01 %). Known error: both tie the LM head to the input
     # embedding, which ModelConfig counts twice (Falcon-40B +1.3 %, BLOOM-176B +2 % weights).
     ModelConfig("falcon-40b", 60, 8192, 128, 8, 2 * 4 * 8192 // 3, 65024, max_position=2048,
-                phantom_only="falcon-40b (tiiuae/falcon-40b): parallel attention and MLP, "
-                "LayerNorm, GELU MLP and multi-query groups are not the Llama math the engine "
-                "runs"),
+                phantom_only="falcon-40b (tiiuae/falcon-40b): attention and MLP in parallel "
+                "off one LayerNorm, a GELU MLP and a tied LM head are not the Llama math the "
+                "engine runs"),
     ModelConfig("bloom-176b", 70, 14336, 112, 112, 2 * 4 * 14336 // 3, 250880,
                 max_position=8192,
                 phantom_only="bloom-176b (bigscience/bloom): ALiBi positions instead of RoPE, "
-                "LayerNorm and a GELU MLP are not the Llama math the engine runs"),
+                "LayerNorms with bias, a GELU MLP and a tied LM head are not the Llama math the "
+                "engine runs"),
     # Tiny models for tests: 16 heads (TP up to 16), GQA with 2 KV heads (fewer than TP 8),
     # a prime vocabulary that no TP size divides, and llama3 RoPE scaling.
     ModelConfig("tiny", 2, 64, 16, 2, 96, 97, 500000.0,
