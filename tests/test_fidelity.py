@@ -147,3 +147,16 @@ def test_materialized_run_of_a_phantom_only_preset_is_refused_before_any_socket(
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert "'bloom-176b' runs with phantom weights only: bloom-176b (bigscience/bloom): ALiBi" \
         in out.stderr
+
+
+def test_bench_reports_an_oom_row_instead_of_growing_the_dgx(ray_session):
+    from sn40l.coe.bench import BenchConfig, format_table, run_bench
+
+    cfg = BenchConfig(experts=(150,), batch=(1,), tokens=(2,), profiles=("dgx-a100",),
+                      modes=("sequential",), rounds=1, warmup=0)
+    res = run_bench(cfg, progress=lambda msg: None)
+    (row,) = res["rows"]
+    assert row["nodes"] == 1 and row["latency_ms"] is None
+    assert "236.0 GiB per socket" in row["oom"] and "has 1.8 TiB (232.8 GiB per socket)" in row["oom"]
+    assert "OOM dgx-a100 E=150: CoE does not fit 1 node(s)" in format_table(res)
+    assert res["footprint"][0]["experts_per_node_home"] < 150
