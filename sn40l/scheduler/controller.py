@@ -91,8 +91,8 @@ class ControllerActor:
         self.cluster_name = cluster
         self.state = Path(state)
         self.dir = controller_dir(self.state, cluster)
-        private.private_dir(self.dir / "jobs")  # stepsec: state is private (0700/0600)
-        private.private_dir(self.dir.parent)
+        for d in (self.dir.parent, self.dir, self.dir / "jobs"):  # stepsec: state is private
+            private.private_dir(d)
         self.lease_key = private.lease_key(self.dir)
         self.last_prune = 0.0
         self.kill_wait_s = kill_wait_s
