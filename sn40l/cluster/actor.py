@@ -116,9 +116,9 @@ class SocketActor(CollectiveOps, EngineOps):
         return self._lease.job
 
     def _check_job(self, job: str | int | None) -> None:
-        """Refuse work on a leased socket without the holder's capability ``job``."""
-        with self._lock:
-            self._lease.check(job, self.ident.label)
+        """Refuse work on a leased socket without the holder's capability ``job`` (no lock:
+        a kernel may hold it for long, and the lease is replaced whole under it)."""
+        self._lease.check(job, self.ident.label)
 
     # -- memory ---------------------------------------------------------------------------
     def alloc(self, name: str, tier: str, shape: list[int], dtype: str = "bf16",

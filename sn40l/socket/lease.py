@@ -46,8 +46,12 @@ class Lease:
     """The lease state of one socket (plain data; the actor holds the lock)."""
 
     def __init__(self) -> None:
-        self.job: int | None = None
-        self._token: bytes | None = None
+        self._held: tuple[int, bytes] | None = None  # replaced whole: readers need no lock
+
+    @property
+    def job(self) -> int | None:
+        held = self._held
+        return None if held is None else held[0]
 
     def grant(self, job: int, token: str, label: str) -> None:
         """Lease to ``job`` under ``token``; refused while another job (or another token of
@@ -55,42 +59,46 @@ class Lease:
         if len(token) < TOKEN_MIN_CHARS:
             raise SocketBusyError(f"lease token for job {job} is too short ({len(token)} "
                                   f"characters; at least {TOKEN_MIN_CHARS})")
-        if self.job is not None and not (self.job == job and self._matches(token)):
-            raise SocketBusyError(f"socket {label} is allocated to job {self.job}; "
+        held = self._held
+        if held is not None and not (held[0] == job and _matches(held, token)):
+            raise SocketBusyError(f"socket {label} is allocated to job {held[0]}; "
                                   f"job {job} cannot lease it")
-        self.job, self._token = job, token.encode()
+        self._held = (job, token.encode())
 
     def check(self, job: "str | int | None", label: str) -> int | None:
         """The job id a call is made for, if the socket is leased and ``job`` is the holder's
         capability; None when the socket is free. Anything else is refused, naming the
         job that holds the socket."""
-        if self.job is None:
+        held = self._held
+        if held is None:
             return _job_id(job)
+        holder = held[0]
         cap = None
         if isinstance(job, str):
             try:
                 cap = Capability.parse(job)
             except SocketBusyError:
                 cap = None
-        if cap is not None and cap.job == self.job and self._matches(cap.token):
-            return self.job
+        if cap is not None and cap.job == holder and _matches(held, cap.token):
+            return holder
         if job is None:
             who = "outside any job"
         elif cap is None and isinstance(job, str):
             who = "with a malformed capability"
         else:
             claimed = cap.job if cap is not None else job
-            who = (f"by job {claimed} without job {self.job}'s capability"
-                   if claimed == self.job or cap is None
+            who = (f"by job {claimed} without job {holder}'s capability"
+                   if claimed == holder or cap is None
                    else f"by job {claimed}")
-        raise SocketBusyError(f"socket {label} is allocated to job {self.job}; work sent {who} "
+        raise SocketBusyError(f"socket {label} is allocated to job {holder}; work sent {who} "
                               "is refused")
 
     def end(self) -> None:
-        self.job, self._token = None, None
+        self._held = None
 
-    def _matches(self, token: str) -> bool:
-        return self._token is not None and hmac.compare_digest(self._token, token.encode())
+
+def _matches(held: tuple[int, bytes], token: str) -> bool:
+    return hmac.compare_digest(held[1], token.encode())
 
 
 def _job_id(job: "str | int | None") -> int | None:
