@@ -2,7 +2,7 @@
 
 Tests use real socket actors. ``cluster2x8`` is shared by tests that leave it as they found it;
 ``make_cluster`` gives a test its own cluster (for leasing, killing sockets, odd shapes) and stops
-it afterwards.
+it afterwards. ``second_user`` is a real unprivileged OS user, for tests of who may do what.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import pwd
+import subprocess
 
 import pytest
 import ray
@@ -68,3 +70,29 @@ def cluster2x8(ray_session):
     cluster = Cluster.start(nodes=2, sockets_per_node=8, name="shared2x8")
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def second_user():
+    """A fresh unprivileged OS user (``useradd -m``, a unique name), its passwd entry. Its
+    processes are killed and it is removed afterwards, even when a test failed."""
+    import psutil
+
+    if os.geteuid() != 0:
+        pytest.skip("creating an OS user needs root (CI runs the suite as root)")
+    name = f"sn40l{os.getpid()}"
+    made = subprocess.run(["useradd", "-m", "-s", "/bin/sh", name], capture_output=True,
+                          text=True)
+    if made.returncode != 0:
+        pytest.skip(f"useradd failed: {made.stderr.strip()}")
+    try:
+        yield pwd.getpwnam(name)
+    finally:
+        uid = pwd.getpwnam(name).pw_uid
+        for p in psutil.process_iter(["uids"]):
+            try:
+                if p.info["uids"] and p.info["uids"].real == uid:
+                    p.kill()
+            except psutil.Error:
+                pass
+        subprocess.run(["userdel", "-r", "-f", name], capture_output=True)

@@ -73,18 +73,25 @@ def test_modeled_times_are_deterministic(make_cluster):
     assert all(d_start == c_end for (_, _, c_end, d_start, _) in a)
 
 
-def test_lease_refuses_other_jobs(make_cluster):
+def test_lease_refuses_other_jobs_and_bare_ids(make_cluster):
     cluster = make_cluster(nodes=1)
     sock = cluster.socket(0)
-    ray.get(sock.lease.remote(7))
-    ray.get(sock.alloc.remote("j7", "hbm", [4], job=7))
-    for job in (None, 8):
+    token = "a" * 64
+    cap = f"7:{token}"
+    ray.get(sock.lease.remote(7, token))
+    ray.get(sock.alloc.remote("j7", "hbm", [4], job=cap))
+    # no job, another job, the holder's bare id, a forged token, garbage: all refused
+    for job in (None, 8, 7, f"7:{'b' * 64}", f"8:{token}", "7:short", "x"):
         with pytest.raises(SocketBusyError) as err:
             ray.get(sock.alloc.remote("x", "hbm", [4], job=job))
-        assert "allocated to job 7" in str(err.value)
-    with pytest.raises(SocketBusyError):
-        ray.get(sock.lease.remote(8))
-    ray.get(sock.release.remote(7, free_owner="user"))
+        assert "allocated to job 7" in str(err.value), job
+    with pytest.raises(SocketBusyError, match="allocated to job 7"):
+        ray.get(sock.lease.remote(8, "c" * 64))
+    for bad in (None, 7, f"7:{'b' * 64}"):  # release needs the capability too
+        with pytest.raises(SocketBusyError, match="allocated to job 7"):
+            ray.get(sock.release.remote(bad))
+    assert ray.get(sock.leased_to.remote()) == 7
+    ray.get(sock.release.remote(cap, free_owner="user"))
     assert ray.get(sock.regions.remote()) == []
     ray.get(sock.alloc.remote("x", "hbm", [4]))  # free again
 

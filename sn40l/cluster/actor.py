@@ -9,8 +9,10 @@ Concurrency: the actor is threaded (``max_concurrency``), so it serves P2P traff
 pings while a kernel or a collective runs. Memory-tier mutations hold ``self._lock``; the clock
 has its own lock.
 
-Leasing: a socket allocated to a job (``lease(job_id)``) refuses work tagged with another job,
-and work tagged with no job, until ``release``.
+Leasing: a socket allocated to a job (``lease(job_id, token)``) accepts work only with that job's
+capability ``"<job id>:<token>"`` as the ``job`` argument (:mod:`sn40l.socket.lease`); work sent
+by another job, by a bare job id or outside any job is refused, naming the holder, and so is a
+release without the capability.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from sn40l.cluster.engine_ops import EngineOps
 from sn40l.errors import SocketBusyError
 from sn40l.hardware.profile import Profile
 from sn40l.socket.device import Socket, SocketId
+from sn40l.socket.lease import Lease
 from sn40l.socket.tensor import Tensor
 
 
@@ -58,7 +61,7 @@ class SocketActor(CollectiveOps, EngineOps):
         self.cluster_spec = cluster_spec
         self.socket = Socket(self.ident, self.profile, trace_capacity)
         self._lock = threading.RLock()
-        self._job: int | None = None
+        self._lease = Lease()
         self._job_owners: set[str] = set()  # owners of regions allocated by the leasing job
         self._started = time.time()
         super().__init__()
@@ -72,53 +75,50 @@ class SocketActor(CollectiveOps, EngineOps):
         """Health and state: identity, job lease, modeled now, RSS of this process."""
         import psutil  # noqa: PLC0415 - psutil is only needed for this report
 
-        return {**self.identity(), "job": self._job, "now_ns": self.socket.clock.now,
+        return {**self.identity(), "job": self._lease.job, "now_ns": self.socket.clock.now,
                 "rss": psutil.Process().memory_info().rss, "uptime_s": time.time() - self._started}
 
     def get_cluster_spec(self) -> dict:
         return self.cluster_spec
 
     # -- leasing --------------------------------------------------------------------------
-    def lease(self, job_id: int) -> None:
-        """Allocate this socket to ``job_id``; refused while another job holds it."""
+    def lease(self, job_id: int, token: str) -> None:
+        """Allocate this socket to ``job_id`` under ``token`` (the job's capability is
+        ``"<job_id>:<token>"``); refused while another job holds it."""
         with self._lock:
-            if self._job is not None and self._job != job_id:
-                raise SocketBusyError(f"socket {self.ident.label} is allocated to job {self._job}; "
-                                      f"job {job_id} cannot lease it")
-            self._job = job_id
+            self._lease.grant(job_id, token, self.ident.label)
 
-    def release(self, job_id: int | None = None, free_owner: str | None = None) -> int:
-        """End the lease (of ``job_id`` if given) and free what the job left on this socket:
-        regions it allocated and models it loaded (a job's end leaves a clean socket, as an
-        accelerator runtime resets a device between jobs). Returns the bytes freed."""
+    def release(self, job: str | None = None, free_owner: str | None = None) -> int:
+        """End the lease (a leased socket needs the holder's capability ``job``) and free what
+        the job left on this socket: regions it allocated and models it loaded (a job's end
+        leaves a clean socket, as an accelerator runtime resets a device between jobs).
+        Returns the bytes freed."""
         with self._lock:
-            if job_id is not None and self._job not in (None, job_id):
-                raise SocketBusyError(f"socket {self.ident.label} is allocated to job {self._job}, "
-                                      f"not {job_id}")
+            held = self._lease.check(job, self.ident.label) if self._lease.job is not None \
+                else None
             freed = 0
-            owners = set(self._job_owners) if self._job is not None else set()
+            owners = set(self._job_owners) if held is not None else set()
             if free_owner is not None:
                 owners.add(free_owner)
             for owner in sorted(owners):
                 self._engines.pop(owner, None)
                 freed += self.socket.free_owner(owner)
-            self._job = None
+            self._lease.end()
             self._job_owners.clear()
             return freed
 
-    def _note_owner(self, job: int | None, owner: str) -> None:
+    def _note_owner(self, job: str | int | None, owner: str) -> None:
         """Remember that the leasing job allocated regions of ``owner`` (freed at release)."""
-        if job is not None and self._job == job:
-            self._job_owners.add(owner)
+        if self._lease.job is not None:
+            self._job_owners.add(owner)  # _check_job already proved the caller holds the lease
 
     def leased_to(self) -> int | None:
-        return self._job
+        return self._lease.job
 
-    def _check_job(self, job: int | None) -> None:
-        if self._job is not None and job != self._job:
-            who = "outside any job" if job is None else f"by job {job}"
-            raise SocketBusyError(f"socket {self.ident.label} is allocated to job {self._job}; "
-                                  f"work sent {who} is refused")
+    def _check_job(self, job: str | int | None) -> None:
+        """Refuse work on a leased socket without the holder's capability ``job`` (no lock:
+        a kernel may hold it for long, and the lease is replaced whole under it)."""
+        self._lease.check(job, self.ident.label)
 
     # -- memory ---------------------------------------------------------------------------
     def alloc(self, name: str, tier: str, shape: list[int], dtype: str = "bf16",
@@ -176,7 +176,7 @@ class SocketActor(CollectiveOps, EngineOps):
 
     def stats(self) -> dict:
         with self._lock:
-            return {**self.socket.stats(), "job": self._job}
+            return {**self.socket.stats(), "job": self._lease.job}
 
     # -- virtual time ---------------------------------------------------------------------
     def now(self) -> int:

@@ -1,8 +1,9 @@
 """``sn40l run``: prefill + greedy decode of a compiled model on emulated sockets.
 
-Inside a job (``SN40L_JOB_ID``, ``SN40L_CLUSTER``, ``SN40L_SOCKETS``, ``SN40L_RAY_ADDRESS``,
-``SN40L_RAY_AUTH`` set by the scheduler) it uses exactly the job's sockets; otherwise it starts
-an embedded local cluster with enough sockets.
+Inside a job (``SN40L_JOB_ID``, ``SN40L_CLUSTER``, ``SN40L_SOCKETS``, ``SN40L_LEASE`` set by the
+scheduler) it uses exactly the job's sockets, with the job's capability: directly over Ray when
+the job's user has Ray's credentials (``SN40L_RAY_ADDRESS``, ``SN40L_RAY_AUTH``), else through
+the controller (:mod:`sn40l.scheduler.agent`). Otherwise it starts an embedded local cluster.
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ def _prompt(text: str) -> list[int]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from sn40l.compiler import Artifact, CompileConfig, compile_model
-    from sn40l.hardware.units import format_ns
 
     prompt = _prompt(args.prompt_ids)
     if Path(args.model).suffix == ".pef":
@@ -61,6 +61,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         from sn40l.socket.engine import model_from_plan
 
         check_materializable(model_from_plan(art.plan))
+    if os.environ.get("SN40L_JOB_ID") and not os.environ.get("SN40L_RAY_ADDRESS"):
+        from sn40l.scheduler.agent import run_in_job  # a job without Ray access
+
+        res, ranks = run_in_job(art, prompt, args.max_new_tokens, weights, args.seed)
+        return _report(args, art, model_name, weights, res, ranks, _profile(art))
     cluster, ranks, job, started = _sockets(art)
     try:
         from sn40l.cluster.runner import ModelRunner
@@ -75,9 +80,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         if started:
             cluster.stop()
+    return _report(args, art, model_name, weights, res, ranks, cluster.profile)
+
+
+def _profile(art):
+    from sn40l.hardware.profile import load_profile
+
+    return load_profile(art.plan["profile"])
+
+
+def _report(args, art, model_name, weights, res, ranks, profile) -> int:
+    from sn40l.hardware.units import format_ns
+
     hbm_bw = art.plan["estimate"]["hbm_bytes_per_step"]
     tps = res.tokens_per_s_per_user
-    util = (hbm_bw * tps) / cluster.profile.tier("hbm").bandwidth if tps else 0.0
+    util = (hbm_bw * tps) / profile.tier("hbm").bandwidth if tps else 0.0
     out = {"model": model_name, "tp": art.tp, "weights": weights, "tokens": res.tokens,
            "ttft_ms": res.ttft_ns / 1e6, "tokens_per_s_per_user": tps,
            "hbm_bandwidth_utilisation": util, "wall_s": res.wall_s, "sockets": ranks}
@@ -103,7 +120,8 @@ def _sockets(art):
         ranks = [int(r) for r in os.environ["SN40L_SOCKETS"].split(",")][: art.tp]
         if len(ranks) < art.tp:
             raise ConfigError(f"the job holds {len(ranks)} sockets; the model needs TP {art.tp}")
-        return cluster, ranks, int(os.environ["SN40L_JOB_ID"]), False
+        job = os.environ.get("SN40L_LEASE") or int(os.environ["SN40L_JOB_ID"])
+        return cluster, ranks, job, False
     nodes = int(art.plan["config"]["nodes"])
     per_node = art.tp // nodes
     ensure_ray(None)

@@ -34,7 +34,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from sn40l.scheduler import hostlist
+from sn40l.scheduler import agent, hostlist, private, stepd
 from sn40l.scheduler.client import Client, ControllerUnavailable, endpoint, recv_frame, send_frame
 from sn40l.scheduler.core import (FINAL_STATES, Partition, RequestError, SchedulerCore, Who,
                                   _display_id)
@@ -91,7 +91,10 @@ class ControllerActor:
         self.cluster_name = cluster
         self.state = Path(state)
         self.dir = controller_dir(self.state, cluster)
-        (self.dir / "jobs").mkdir(parents=True, exist_ok=True)
+        for d in (self.dir.parent, self.dir, self.dir / "jobs"):  # stepsec: state is private
+            private.private_dir(d)
+        self.lease_key = private.lease_key(self.dir)
+        self.last_prune = 0.0
         self.kill_wait_s = kill_wait_s
         self.cluster = Cluster.connect(cluster)
         spec = self.cluster.spec
@@ -100,7 +103,7 @@ class ControllerActor:
         node_names = spec.node_names
         self.ray_address = ray.get_runtime_context().gcs_address
         self.ray_auth = os.environ.get("RAY_AUTH_MODE") or local_auth_mode()
-        self.store = Store(self.dir / "slurm.db")
+        self.store = Store(private.private_db(self.dir / "slurm.db"))
         self.core = SchedulerCore(cluster, node_names, self.spn,
                                   int(prof.value("node.host_cpus")),
                                   int(prof.value("node.host_memory")) // 2**20,
@@ -179,6 +182,9 @@ class ControllerActor:
         return {**self.ping(), "uid": who.uid}
 
     def op_submit(self, who: Who, req: dict) -> dict:
+        if os.geteuid() != 0 and who.uid != os.geteuid():  # stepsec: only root changes user
+            raise RequestError(f"Access/permission denied: this controller runs as uid "
+                               f"{os.geteuid()} and can run only that user's jobs", "Permission")
         with self.lock:
             out = self.core.submit(req, who)
         if not out.get("test_only"):
@@ -338,6 +344,11 @@ class ControllerActor:
             self.store.put_step(int(job_id), step, data)
             return None
 
+    def op_job_run(self, who: Who, **kwargs) -> dict:
+        """``sn40l run`` inside a job whose user has no Ray access: the controller runs it on
+        the job's sockets (:mod:`sn40l.scheduler.agent`)."""
+        return agent.run_for_job(self, who, **kwargs)
+
     def op_write_script(self, who: Who, job: str) -> str:
         with self.lock:
             found = self.core.jobs_for(job)
@@ -378,6 +389,10 @@ class ControllerActor:
                 self.pids[key] = info
         return info
 
+    def capability(self, job: dict) -> str:
+        """The job's right to its sockets, ``"<id>:<token>"`` (stepsec: leases)."""
+        return f"{job['id']}:{private.job_token(self.lease_key, job['id'], job.get('restarts', 0))}"
+
     def _ranks(self, job: dict) -> list[int]:
         ranks = []
         for name, a in sorted(job["alloc"].items()):
@@ -393,26 +408,24 @@ class ControllerActor:
         try:
             ranks = self._ranks(job)
             if ranks:
-                ray.get([self.cluster.socket(r).lease.remote(job_id) for r in ranks],
+                token = self.capability(job).partition(":")[2]
+                ray.get([self.cluster.socket(r).lease.remote(job_id, token) for r in ranks],
                         timeout=LAUNCH_TIMEOUT_S)
-            jobdir.mkdir(parents=True, exist_ok=True)
-            script = jobdir / "script"
-            script.write_text(job["req"]["script"])
-            os.chmod(script, 0o755)
+            # stepsec: the run directory is the controller's alone (0700, files 0600); the
+            # script belongs to the job's user, who gets it as an open file from the step
+            private.private_dir(jobdir)
+            script = private.private_file(jobdir / "script", job["req"]["script"], 0o500)
             if job["uid"] != os.geteuid() and os.geteuid() == 0:
-                os.chown(jobdir.parent, job["uid"], job["gid"])
-                os.chown(jobdir, job["uid"], job["gid"])
                 os.chown(script, job["uid"], job["gid"])
             launch = {"argv": [str(script)] + list(job["req"].get("script_args") or []),
+                      "script": str(script),
                       "env": self._job_env(job, ranks), "workdir": job["req"]["workdir"],
                       "stdout": self._out_path(job, "output"),
                       "stderr": self._out_path(job, "error"), "stdin": job["req"].get("input"),
-                      "uid": job["uid"], "gid": job["gid"],
+                      "export": str(job["req"].get("export", "ALL")),
                       "open_mode": job["req"].get("open_mode", "truncate")}
-            tmp = jobdir / "launch.json.tmp"
-            tmp.write_text(json.dumps(launch))
-            os.replace(tmp, jobdir / "launch.json")
-            self._fork_step(jobdir)
+            private.private_file(jobdir / "launch.json", json.dumps(launch))
+            self._fork_step(jobdir, job["uid"], job["gid"])
         except Exception as exc:  # noqa: BLE001 - a job that cannot start fails, visibly
             log.warning("job %s failed to launch: %s", job_id, exc)
             node_fail = isinstance(exc, (ray.exceptions.RayActorError,
@@ -425,12 +438,13 @@ class ControllerActor:
                                      0 if node_fail else 1, 0)
             self._release(job)
 
-    def _fork_step(self, jobdir: Path) -> None:
-        """Ask the step fork server to start the step in ``jobdir`` (starting the server
-        first if it is not running)."""
+    def _fork_step(self, jobdir: Path, uid: int, gid: int) -> None:
+        """Ask the step fork server to start the step in ``jobdir`` as ``uid``/``gid``
+        (starting the server first if it is not running)."""
         for attempt in range(3):
             try:
-                self.step_sock.sendto(str(jobdir).encode(), "\0" + self.stepd_name)
+                self.step_sock.sendto(stepd.datagram(str(jobdir), uid, gid),
+                                      "\0" + self.stepd_name)
                 return
             except (ConnectionRefusedError, FileNotFoundError):
                 with self.lock:
@@ -475,9 +489,11 @@ class ControllerActor:
             "ENVIRONMENT": "BATCH",
             "SN40L_JOB_ID": str(job["id"]), "SN40L_CLUSTER": self.cluster_name,
             "SN40L_SOCKETS": ",".join(map(str, ranks)),
-            "SN40L_RAY_ADDRESS": self.ray_address, "SN40L_RAY_AUTH": self.ray_auth,
             "SN40L_STATE_DIR": str(self.state),
+            "SN40L_LEASE": self.capability(job),  # stepsec: only the job's env holds it
         })
+        if job["uid"] == os.geteuid():  # stepsec: Ray's credentials never leave their user
+            env.update({"SN40L_RAY_ADDRESS": self.ray_address, "SN40L_RAY_AUTH": self.ray_auth})
         if req.get("ntasks_per_node"):
             env["SLURM_NTASKS_PER_NODE"] = str(req["ntasks_per_node"])
         if req.get("cpus_per_task"):
@@ -510,6 +526,12 @@ class ControllerActor:
 
     def _monitor_once(self) -> None:
         now = time.time()
+        if now - self.last_prune > 60:  # stepsec: finished jobs' directories go (MinJobAge)
+            self.last_prune = now
+            with self.lock:
+                active = {j["id"] for j in self.core.jobs.values()
+                          if j["state"] not in FINAL_STATES}
+            private.prune_job_dirs(self.dir / "jobs", active, now)
         with self.lock:
             running = [j for j in self.core.running() if j["state"] == "RUNNING"]
         for job in running:
@@ -532,6 +554,7 @@ class ControllerActor:
             if not _alive(pid_info["stepd"]):
                 if exit_file.exists():
                     continue  # written between the two checks
+                _killpg(pid_info["pgid"], signal.SIGKILL)  # the fork server reaps the rest
                 self._finish(job, {"returncode": -signal.SIGKILL,
                                    "error": "batch step vanished"})
                 continue
@@ -573,7 +596,7 @@ class ControllerActor:
         refs = []
         for r in ranks:
             try:
-                refs.append(self.cluster.socket(r).release.remote(job["id"]))
+                refs.append(self.cluster.socket(r).release.remote(self.capability(job)))
             except Exception:  # noqa: BLE001 - a dead socket has nothing to release
                 pass
         for ref in refs:
