@@ -2,6 +2,14 @@
 shards and run its prefill + greedy decode loop inside the actor (one Ray call per generate,
 not per token; the sockets couple through their collectives).
 
+For speculative decoding (driven step by step by :mod:`sn40l.cluster.runner`):
+``engine_propose`` feeds tokens to a model and drafts greedily from them, ``engine_verify``
+runs a multi-token verification pass and returns every row's greedy token.
+
+Deterministic modeled time: ``modeled_horizon`` is the latest time this socket's clock or any
+of its engines has reached; a driver starts a group's run from the group's largest horizon
+(a barrier), so nothing a socket did before shifts the run's modeled numbers.
+
 For the CoE runtime: ``engine_load(..., home="ddr")`` keeps a model's segments in a home tier,
 ``engine_activate`` / ``engine_evict`` switch it into and out of HBM, ``engine_generate_batch``
 serves several prompts at once, and ``engine_status`` shows what is resident and when each
@@ -115,6 +123,58 @@ class EngineOps:
         return {"tokens": tokens, "ttft_ns": ttft, "decode_ns": steps,
                 "start_ns": start, "end_ns": clock.now, "wall_s": time.perf_counter() - wall0,
                 "logits": logits_seen if keep_logits else None}
+
+    def modeled_horizon(self) -> int:
+        """The latest modeled time this socket reached: its clock or a busy engine's end."""
+        state = self.socket.clock.state()
+        return max([state["now_ns"]] + list(state["busy_until"].values()))
+
+    def _check_prompt(self, engine: TileEngine, ids: list[int], what: str) -> list[int]:
+        vocab = engine.model.vocab
+        bad = [t for t in ids if not 0 <= int(t) < vocab]
+        if not ids or bad:
+            raise ConfigError(f"{what} must be a non-empty list of 0..{vocab - 1}; "
+                              f"bad: {bad[:5]}")
+        return [int(t) for t in ids]
+
+    def engine_propose(self, tag: str, feed: list[int], pos: int, k: int,
+                       job: int | None = None) -> dict:
+        """Feed ``feed`` at positions ``pos, ...`` (at position 0: a prefill of the prompt;
+        elsewhere one multi-token pass), then draft ``k`` tokens greedily (k single steps, the
+        last draft not fed). Returns {"tokens", "start_ns", "end_ns"}; phantom tokens are 0."""
+        self._check_job(job)
+        engine = self._engine(tag)
+        feed = self._check_prompt(engine, feed, "tokens to feed")
+        if k < 0 or pos + len(feed) + max(k - 1, 0) > engine.max_seq:
+            raise ConfigError(f"{len(feed)} tokens at position {pos} and {k} drafts must fit "
+                              f"the compiled sequence length {engine.max_seq}")
+        clock = self.socket.clock
+        start = clock.now
+        if pos == 0 or len(feed) == 1:
+            logits = engine.step(feed, pos)
+        else:
+            rows = engine.verify(feed, pos)
+            logits = None if rows is None else rows[-1]
+        pos += len(feed)
+        out: list[int] = []
+        for n in range(k):
+            out.append(0 if logits is None else int(np.argmax(logits)))
+            if n < k - 1:
+                logits = engine.step(out[-1], pos)
+                pos += 1
+        return {"tokens": out, "start_ns": start, "end_ns": clock.now}
+
+    def engine_verify(self, tag: str, tokens: list[int], pos: int,
+                      job: int | None = None) -> dict:
+        """One verification pass over ``tokens`` at positions ``pos, ...``; returns each row's
+        greedy next token ({"argmax": None} for phantom weights) and the modeled interval."""
+        self._check_job(job)
+        engine = self._engine(tag)
+        tokens = self._check_prompt(engine, tokens, "tokens to verify")
+        start = self.socket.clock.now
+        rows = engine.verify(tokens, pos)
+        return {"argmax": None if rows is None else [int(np.argmax(r)) for r in rows],
+                "start_ns": start, "end_ns": self.socket.clock.now}
 
     def engine_generate_batch(self, tag: str, prompts: list[list[int]], max_new_tokens: int,
                               job: int | None = None) -> dict:

@@ -28,6 +28,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tp", type=int, default=8, help="when compiling a preset on the fly")
     p.add_argument("--nodes", type=int, default=1, help="when compiling a preset on the fly")
     p.add_argument("--seq-len", type=int, default=2048, help="when compiling a preset")
+    p.add_argument("--draft", default=None,
+                   help="speculative decoding: a draft model (preset, .pef or checkpoint) "
+                        "sharing the target's vocabulary, compiled at the target's TP")
+    p.add_argument("--spec-tokens", type=int, default=None,
+                   help="tokens the draft proposes per step (with --draft)")
+    p.add_argument("--spec-acceptance", type=float, default=None,
+                   help="phantom models: share of drafted tokens accepted (default "
+                        "0.5868, Llama 3 8B drafting for 70B; see sn40l.cluster.runner)")
+    p.add_argument("--draft-placement", default="same", choices=["same", "other"],
+                   help="the draft on the target's sockets (same) or on sockets of its own")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_run)
 
@@ -44,15 +54,64 @@ def _prompt(text: str) -> list[int]:
     return ids
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _artifact(model: str, args: argparse.Namespace, tp: int | None = None,
+              nodes: int | None = None):
     from sn40l.compiler import Artifact, CompileConfig, compile_model
 
+    if Path(model).suffix == ".pef":
+        return Artifact.load(model)
+    return compile_model(CompileConfig(model, tp or args.tp, nodes or args.nodes, "decode", 1,
+                                       args.seq_len))
+
+
+def _draft_tensors(art, draft_art, weights: str, seed: int) -> dict | None:
+    """A draft whose shape is the target's with fewer layers, next to a target with random
+    weights, gets the target's first layers (a layer-skip draft); otherwise None."""
+    from sn40l.socket.engine import model_from_plan, random_weights
+
+    t, d = model_from_plan(art.plan), model_from_plan(draft_art.plan)
+    same = [getattr(t, f) for f in ("hidden", "heads", "kv_heads", "intermediate", "vocab")] == \
+        [getattr(d, f) for f in ("hidden", "heads", "kv_heads", "intermediate", "vocab")]
+    if weights != "random" or not same or d.layers >= t.layers:
+        return None
+    full = random_weights(t, seed)
+    return {k: v for k, v in full.items()
+            if not k.startswith("layers.") or int(k.split(".")[1]) < d.layers}
+
+
+def _check_spec_flags(args: argparse.Namespace) -> None:
+    from sn40l.errors import ConfigError
+
+    if args.draft is None:
+        for flag, value in (("--spec-tokens", args.spec_tokens),
+                            ("--spec-acceptance", args.spec_acceptance)):
+            if value is not None:
+                raise ConfigError(f"{flag} needs --draft (speculative decoding)")
+        return
+    if args.spec_tokens is None or args.spec_tokens < 1:
+        raise ConfigError(f"--draft needs --spec-tokens K >= 1, got {args.spec_tokens}")
+
+
+def _check_pair(art, draft_art, weights: str, acceptance: float | None) -> None:
+    """What :class:`SpeculativeDecoder` refuses, checked before any socket is started."""
+    from sn40l.errors import ConfigError
+
+    t, d = art.plan["model"], draft_art.plan["model"]
+    if t["vocab"] != d["vocab"]:
+        raise ConfigError(f"draft {d['name']!r} has a vocabulary of {d['vocab']}, the target "
+                          f"{t['name']!r} {t['vocab']}: a draft must share the target's "
+                          "vocabulary")
+    if acceptance is not None and weights != "phantom":
+        raise ConfigError("--spec-acceptance applies to phantom models only; materialized "
+                          "models measure their acceptance")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from sn40l.errors import ConfigError
+
     prompt = _prompt(args.prompt_ids)
-    if Path(args.model).suffix == ".pef":
-        art = Artifact.load(args.model)
-    else:
-        art = compile_model(CompileConfig(args.model, args.tp, args.nodes, "decode", 1,
-                                          args.seq_len))
+    _check_spec_flags(args)
+    art = _artifact(args.model, args)
     model_name = art.plan["model"]["name"]
     weights = args.weights or art.plan.get("checkpoint") or (
         "random" if model_name.startswith("tiny") else "phantom")
@@ -61,26 +120,59 @@ def cmd_run(args: argparse.Namespace) -> int:
         from sn40l.socket.engine import model_from_plan
 
         check_materializable(model_from_plan(art.plan))
+    draft_art = draft_tensors = None
+    if args.draft:
+        draft_art = _artifact(args.draft, args, art.tp, int(art.plan["config"]["nodes"]))
+        draft_tensors = _draft_tensors(art, draft_art, weights, args.seed)
+        _check_pair(art, draft_art, weights, args.spec_acceptance)
     if os.environ.get("SN40L_JOB_ID") and not os.environ.get("SN40L_RAY_ADDRESS"):
+        if args.draft:
+            raise ConfigError("--draft inside a job without Ray access is not supported yet "
+                              "(the controller runs plain decoding only)")
         from sn40l.scheduler.agent import run_in_job  # a job without Ray access
 
         res, ranks = run_in_job(art, prompt, args.max_new_tokens, weights, args.seed)
         return _report(args, art, model_name, weights, res, ranks, _profile(art))
-    cluster, ranks, job, started = _sockets(art)
+    other = args.draft is not None and args.draft_placement == "other"
+    cluster, ranks, job, started = _sockets(art, extra=art.tp if other else 0)
+    ranks, draft_ranks = ranks[:art.tp], (ranks[art.tp:] if other else ranks[:art.tp])
+    spec = None
     try:
-        from sn40l.cluster.runner import ModelRunner
+        from sn40l.cluster.runner import ModelRunner, SpeculativeDecoder
 
         runner = ModelRunner(cluster, ranks, art, weights=weights, seed=args.seed, job=job,
                              tag=f"run-{os.getpid()}")
+        draft = None
+        if draft_art is not None:
+            draft = ModelRunner(cluster, draft_ranks, draft_art, weights=weights,
+                                seed=args.seed, job=job, tag=f"draft-{os.getpid()}",
+                                tensors=draft_tensors)
+            spec = SpeculativeDecoder(runner, draft, args.spec_tokens, args.spec_acceptance)
         runner.load()
         try:
-            res = runner.generate(prompt, args.max_new_tokens)
+            if draft is None:
+                res = runner.generate(prompt, args.max_new_tokens)
+            else:
+                draft.load()
+                try:
+                    res = spec.generate(prompt, args.max_new_tokens)
+                finally:
+                    draft.unload()
         finally:
             runner.unload()
     finally:
         if started:
             cluster.stop()
-    return _report(args, art, model_name, weights, res, ranks, cluster.profile)
+    extra = {}
+    if spec is not None:
+        extra = {"draft": draft_art.plan["model"]["name"], "spec_tokens": args.spec_tokens,
+                 "draft_placement": spec.placement.value, "draft_sockets": draft_ranks,
+                 "draft_weights": ("target's first layers" if draft_tensors is not None
+                                   else weights),
+                 "drafted": res.drafted, "accepted": res.accepted,
+                 "acceptance_source": ("measured" if weights != "phantom" else
+                                       f"set (--spec-acceptance {spec.acceptance})")}
+    return _report(args, art, model_name, weights, res, ranks, cluster.profile, extra)
 
 
 def _profile(art):
@@ -89,19 +181,30 @@ def _profile(art):
     return load_profile(art.plan["profile"])
 
 
-def _report(args, art, model_name, weights, res, ranks, profile) -> int:
+def _report(args, art, model_name, weights, res, ranks, profile, spec: dict | None = None
+            ) -> int:
+    """Print a run's result; ``spec``: the speculative run's draft, placement and counts."""
     from sn40l.hardware.units import format_ns
 
     hbm_bw = art.plan["estimate"]["hbm_bytes_per_step"]
     tps = res.tokens_per_s_per_user
-    util = (hbm_bw * tps) / profile.tier("hbm").bandwidth if tps else 0.0
+    passes = len(res.decode_ns) * 1e9 / sum(res.decode_ns) if sum(res.decode_ns) else 0.0
+    util = hbm_bw * passes / profile.tier("hbm").bandwidth  # target passes read it
     out = {"model": model_name, "tp": art.tp, "weights": weights, "tokens": res.tokens,
            "ttft_ms": res.ttft_ns / 1e6, "tokens_per_s_per_user": tps,
-           "hbm_bandwidth_utilisation": util, "wall_s": res.wall_s, "sockets": ranks}
+           "hbm_bandwidth_utilisation": util, "wall_s": res.wall_s, "sockets": ranks,
+           "acceptance_rate": res.acceptance_rate, "draft_ms": res.draft_ns / 1e6,
+           **(spec or {})}
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
     print(f"{model_name} TP{art.tp} ({weights} weights) on sockets {ranks}")
+    if spec:
+        rate = "-" if res.acceptance_rate is None else f"{res.acceptance_rate:.1%}"
+        print(f"speculative: draft {out['draft']} (weights: {out['draft_weights']}) on "
+              f"{out['draft_placement']} sockets {out['draft_sockets']}, {out['spec_tokens']} "
+              f"tokens per step; acceptance {rate} ({out['acceptance_source']}), draft "
+              f"{format_ns(res.draft_ns)} modeled")
     print(f"tokens: {','.join(map(str, res.tokens))}")
     print(f"modeled: TTFT {format_ns(res.ttft_ns)}, {tps:.1f} output tokens/s/user, "
           f"HBM bandwidth utilisation {util:.0%}")
@@ -109,23 +212,28 @@ def _report(args, art, model_name, weights, res, ranks, profile) -> int:
     return 0
 
 
-def _sockets(art):
-    """(cluster, ranks, job id, started here) from the job's environment or a local cluster."""
+def _sockets(art, extra: int = 0):
+    """(cluster, ranks, job id, started here) from the job's environment or a local cluster:
+    the model's ``art.tp`` sockets, then ``extra`` more (a draft's own sockets) on the nodes
+    after the model's."""
     from sn40l.cluster import Cluster, ensure_ray
     from sn40l.errors import ConfigError
 
     if os.environ.get("SN40L_JOB_ID"):
         ensure_ray(os.environ["SN40L_RAY_ADDRESS"], auth=os.environ.get("SN40L_RAY_AUTH"))
         cluster = Cluster.connect(os.environ["SN40L_CLUSTER"])
-        ranks = [int(r) for r in os.environ["SN40L_SOCKETS"].split(",")][: art.tp]
-        if len(ranks) < art.tp:
-            raise ConfigError(f"the job holds {len(ranks)} sockets; the model needs TP {art.tp}")
+        ranks = [int(r) for r in os.environ["SN40L_SOCKETS"].split(",")][: art.tp + extra]
+        if len(ranks) < art.tp + extra:
+            raise ConfigError(f"the job holds {len(ranks)} sockets; the model needs TP {art.tp}"
+                              + (f" and its draft {extra} more" if extra else ""))
         job = os.environ.get("SN40L_LEASE") or int(os.environ["SN40L_JOB_ID"])
         return cluster, ranks, job, False
     nodes = int(art.plan["config"]["nodes"])
     per_node = art.tp // nodes
     ensure_ray(None)
-    cluster = Cluster.start(nodes=nodes, sockets_per_node=8 if per_node <= 8 else 16,
+    spn = 8 if per_node <= 8 else 16
+    more = -(-extra // per_node) if extra else 0
+    cluster = Cluster.start(nodes=nodes + more, sockets_per_node=spn,
                             profile=art.plan["profile"], name=f"run-{os.getpid()}")
-    spn = cluster.spec.sockets_per_node
-    return cluster, [n * spn + s for n in range(nodes) for s in range(per_node)], None, True
+    ranks = [n * spn + s for n in range(nodes + more) for s in range(per_node)]
+    return cluster, ranks[:art.tp + extra], None, True

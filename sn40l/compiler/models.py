@@ -104,6 +104,11 @@ PRESETS: dict[str, ModelConfig] = {m.name: m for m in (
     # a prime vocabulary that no TP size divides, and llama3 RoPE scaling.
     ModelConfig("tiny", 2, 64, 16, 2, 96, 97, 500000.0,
                 RopeScaling(8.0, 1.0, 4.0, 32), norm_eps=1e-5, max_position=256),
+    # A draft for speculative decoding of "tiny": its vocabulary and shapes with one of its two
+    # layers (``sn40l run tiny --draft tiny-draft`` gives it the target's first layer, a
+    # layer-skip draft, so it agrees with the target often but not always).
+    ModelConfig("tiny-draft", 1, 64, 16, 2, 96, 97, 500000.0,
+                RopeScaling(8.0, 1.0, 4.0, 32), norm_eps=1e-5, max_position=256),
     ModelConfig("tiny-mha", 2, 32, 4, 4, 64, 61, max_position=128),
 )}
 

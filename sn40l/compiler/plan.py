@@ -99,12 +99,19 @@ def weight_symbols(model: ModelConfig, tp: int) -> list[dict]:
     return out
 
 
-def kernels(model: ModelConfig, cfg: CompileConfig) -> list[dict]:
-    """Kernel descriptions of one step (a decode token or a prefill) on one socket."""
+def kernels(model: ModelConfig, cfg: CompileConfig, new_tokens: int = 1) -> list[dict]:
+    """Kernel descriptions of one step (a decode token or a prefill) on one socket.
+
+    ``new_tokens`` > 1 (decode only): each sequence runs that many tokens in one pass at the
+    compiled context, as speculative decoding's verification does; the weights and each
+    sequence's KV cache stream once, while math, KV writes and logits scale with the tokens."""
     s = shard_shapes(model, cfg.tp)
     fusion = FusionLevel.from_str(cfg.fusion)
     decode = Mode.from_str(cfg.mode) is Mode.DECODE
-    tokens = cfg.batch if decode else cfg.batch * cfg.seq_len  # new tokens this step
+    if new_tokens < 1 or (new_tokens > 1 and not decode):
+        raise ConfigError(f"new_tokens {new_tokens}: a decode step runs >= 1 token per sequence; "
+                          "a prefill runs its whole prompt")
+    tokens = cfg.batch * new_tokens if decode else cfg.batch * cfg.seq_len  # new this step
     ctx = cfg.seq_len  # attention context per sequence
     h, hd = model.hidden, model.head_dim
     q, kv, m = s["heads"] * hd, s["kv_heads"] * hd, s["intermediate"]
@@ -162,7 +169,8 @@ def kernels(model: ModelConfig, cfg: CompileConfig) -> list[dict]:
             out += [{"name": f"layers.{i}.{o[0]}", "layer": i, "weight_bytes": o[1],
                      "flops": o[2], "kv_bytes": o[3], "act_bytes": o[7], "allreduce": o[5],
                      "allgather": [], "launches": o[6], "program": o[0]} for o in ops]
-    last = cfg.batch  # logits only for the last position of each sequence
+    last = cfg.batch * new_tokens  # logits of the last position of each sequence (every
+    # position of a multi-token verification)
     out.append({"name": "lm_head", "layer": model.layers,
                 "weight_bytes": (h + h * s["vocab"]) * BF16, "flops": 2 * last * h * s["vocab"],
                 "kv_bytes": 0, "act_bytes": 0, "allreduce": [],

@@ -368,6 +368,23 @@ class TileEngine:
                             self._kernels(n), None)
         return None if out is None else out[0]
 
+    def verify(self, tokens: list[int], pos: int) -> np.ndarray | None:
+        """Speculative verification: ``tokens`` of slot 0 at positions ``pos, pos+1, ...`` in
+        one pass, priced by the compiler's decode kernels for ``len(tokens)`` tokens at the
+        compiled context; returns every row's logits (rows, vocab), None for phantom weights.
+        KV entries a rejected row leaves behind are never read: attention reads positions up
+        to its own, and the step that next reaches a position writes it before reading."""
+        n = len(tokens)
+        if pos < 0 or pos + n > self.max_seq:
+            raise ConfigError(f"positions {pos}..{pos + n - 1} exceed the compiled sequence "
+                              f"length {self.max_seq}")
+        self._check_resident()
+        if ("verify", n) not in self._kernel_cache:
+            cfg = CompileConfig(**dict(self.plan["config"], mode="decode", batch=1))
+            self._kernel_cache[("verify", n)] = kernels(self.model, cfg, new_tokens=n)
+        return self._forward(list(tokens), [0] * n, list(range(pos, pos + n)), list(range(n)),
+                             self._kernel_cache[("verify", n)], None)
+
     def generate_batch(self, prompts: list[list[int]], new_tokens: int) -> dict:
         """Greedy generation for up to ``batch`` prompts at once, one KV slot each: one prefill
         step over all prompts (priced as a padded batch of the longest), then ``new_tokens - 1``
