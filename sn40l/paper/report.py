@@ -86,6 +86,18 @@ def run(out: str | Path, cfg: PaperConfig, quiet: bool = False) -> dict:
     return results
 
 
+def _finish(ax, fig, plt, path: Path, ylabel: str, title: str, log: bool = False) -> None:
+    """Label one-panel figure ``ax`` and write it to ``path``."""
+    if log:
+        ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plots(res: dict, d: Path, plt) -> None:
     import numpy as np
 
@@ -98,13 +110,8 @@ def plots(res: dict, d: Path, plt) -> None:
     ax.bar(x + 0.25, [r["paper_tokens_per_s_per_user"] or 0 for r in rows], 0.25,
            label="paper (where known)")
     ax.set_xticks(x, [r["model"] for r in rows])
-    ax.set_yscale("log")
-    ax.set_ylabel("decode rate (tokens/s/user, log scale)")
-    ax.set_title("Table IV: Llama 3.1 on 16 SN40L sockets, 8K sequence")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(d / "table4.png", dpi=110)
-    plt.close(fig)
+    _finish(ax, fig, plt, d / "table4.png", "decode rate (tokens/s/user, log scale)",
+            "Table IV: Llama 3.1 on 16 SN40L sockets, 8K sequence", log=True)
 
     fus = [r for r in res["fusion"]["rows"] if "error" not in r]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
@@ -167,13 +174,8 @@ def plots(res: dict, d: Path, plt) -> None:
             ax.plot([r["experts"] for r in pts], [r["nodes_hbm"] for r in pts], marker="s",
                     label=f"{prof} (experts in HBM)")
     ax.set_xlabel("experts (llama2-7b, TP8)")
-    ax.set_ylabel("nodes needed")
-    ax.set_yscale("log")
-    ax.set_title("Fig. 13-style: nodes to hold N experts at TP8 latency")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(d / "fig13.png", dpi=110)
-    plt.close(fig)
+    _finish(ax, fig, plt, d / "fig13.png", "nodes needed (log scale)",
+            "Fig. 13-style: nodes to hold N experts at TP8 latency", log=True)
 
 
 def markdown(res: dict) -> str:
