@@ -37,7 +37,7 @@ def test_quick_report_has_every_table_and_plot(ray_session, tmp_path):
            if "error" not in r}
     assert fus[("llama2-7b", 4096, "decode")]["speedup_fused_ho"] > \
         fus[("llama2-7b", 4096, "prefill")]["speedup_fused_ho"] > 1
-    assert re.search(r"\| 10 \| 1 \| 20 \| dgx-h100 \| \d+\.\d \|", text)
+    assert re.search(r"\| 10 \| 1 \| 20 \| dgx-h100 \| 1/1 \| \d+\.\d \|", text)
     assert json.loads((out / "results.json").read_text())["coe"]["speedups"]
     # a Table III model that is not a preset is named as missing, not a crash
     missing = [m for m in res["fusion"]["missing_presets"]]

@@ -222,6 +222,7 @@ def coe_speedups(rows: list[dict]) -> list[dict]:
             d = by.get((dgx, n, b, t))
             out.append({"experts": n, "batch": b, "tokens": t, "versus": dgx,
                         "sn40l_ms": sn["latency_ms"], "dgx_ms": d and d["latency_ms"],
+                        "sn40l_nodes": sn["nodes"], "dgx_nodes": d and d["nodes"],
                         "overall_speedup": d and d["latency_ms"] / sn["latency_ms"],
                         "expert_speedup": d and d["expert_ms"] / sn["expert_ms"],
                         "sn40l_switch_ms_per_expert": per_switch(sn),

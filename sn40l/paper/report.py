@@ -233,11 +233,12 @@ def markdown(res: dict) -> str:
               "(abstract); other Table V values not known here.", ""]
     for r in co["refused"]:
         lines += [f"* **{r['profile']}, {r['experts']} experts: refused** ({r['error']})"]
-    lines += ["", _table(["experts", "BS", "tokens", "vs", "SN40L ms", "DGX ms",
+    lines += ["", _table(["experts", "BS", "tokens", "vs", "nodes SN40L/DGX", "SN40L ms",
+                          "DGX ms",
                           "overall speedup", "expert-only speedup", "SN40L switch ms/expert",
                           "DGX switch ms/expert", "switch speedup"],
                          [[str(r["experts"]), str(r["batch"]), str(r["tokens"]), r["versus"],
-                           _f(r["sn40l_ms"]), _f(r["dgx_ms"]) or "OOM",
+                           f"{r['sn40l_nodes']}/{_f(r['dgx_nodes'], '{}')}", _f(r["sn40l_ms"]), _f(r["dgx_ms"]) or "OOM",
                            _f(r["overall_speedup"], "{:.2f}x"), _f(r["expert_speedup"], "{:.2f}x"),
                            _f(r["sn40l_switch_ms_per_expert"], "{:.2f}"),
                            _f(r["dgx_switch_ms_per_expert"], "{:.2f}"),
