@@ -119,11 +119,18 @@ def test_draft_placement_phantom_schedule_and_refusals(cluster2x8, weights):
             r.unload()
 
 
-def test_run_cli_refuses_spec_flags_without_a_draft(capsys):
+def test_run_cli_refuses_bad_speculative_flags(capsys):
     assert main(["run", "tiny", "--prompt-ids", "1,2", "--spec-tokens", "3"]) != 0
     assert "--spec-tokens needs --draft" in capsys.readouterr().err
     assert main(["run", "tiny", "--prompt-ids", "1,2", "--draft", "tiny-draft"]) != 0
     assert "--draft needs --spec-tokens" in capsys.readouterr().err
+    # refused before any socket starts
+    assert main(["run", "tiny", "--prompt-ids", "1,2", "--draft", "tiny-mha", "--seq-len", "32", "--tp", "2",
+                 "--spec-tokens", "2"]) != 0
+    assert "must share the target's vocabulary" in capsys.readouterr().err
+    assert main(["run", "tiny", "--prompt-ids", "1,2", "--draft", "tiny-draft", "--seq-len",
+                 "32", "--spec-tokens", "2", "--spec-acceptance", "0.5"]) != 0
+    assert "phantom models only" in capsys.readouterr().err
 
 
 def test_modeled_time_does_not_depend_on_what_the_sockets_did_before(cluster2x8):
