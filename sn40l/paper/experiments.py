@@ -202,6 +202,10 @@ def coe(cfg: PaperConfig, bar) -> dict:
         bar.update()
     for r in rows:
         r["rounds"] = cfg.coe_rounds
+        if r.get("oom") and not any(x["profile"] == r["profile"] and x["experts"] ==
+                                    r["experts"] for x in refused):
+            refused.append({"profile": r["profile"], "experts": r["experts"],
+                            "error": f"OOM: {r['oom']}"})
     return {"rows": rows, "refused": refused, "speedups": coe_speedups(rows),
             "wall_s": time.perf_counter() - t0,
             "paper_switch_speedup_range": reference.SWITCH_SPEEDUP_RANGE}
@@ -216,10 +220,18 @@ def coe_speedups(rows: list[dict]) -> list[dict]:
     by = {(r["profile"], r["experts"], r["batch"], r["tokens"]): r for r in rows}
     out = []
     for (prof, n, b, t), sn in sorted(by.items()):
-        if prof != "sn40l":
+        if prof != "sn40l" or sn.get("oom"):
             continue
         for dgx in PROFILES[1:]:
             d = by.get((dgx, n, b, t))
+            if d is not None and d.get("oom"):  # the bench's OOM row: no DGX numbers
+                out.append({"experts": n, "batch": b, "tokens": t, "versus": dgx,
+                            "sn40l_ms": sn["latency_ms"], "dgx_ms": None,
+                            "sn40l_nodes": sn["nodes"], "dgx_nodes": d["nodes"],
+                            "overall_speedup": None, "expert_speedup": None,
+                            "sn40l_switch_ms_per_expert": per_switch(sn),
+                            "dgx_switch_ms_per_expert": None, "oom": d["oom"]})
+                continue
             out.append({"experts": n, "batch": b, "tokens": t, "versus": dgx,
                         "sn40l_ms": sn["latency_ms"], "dgx_ms": d and d["latency_ms"],
                         "sn40l_nodes": sn["nodes"], "dgx_nodes": d and d["nodes"],
