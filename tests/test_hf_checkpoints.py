@@ -115,3 +115,66 @@ def test_refusals_name_the_key_type_and_architecture(tmp_path):
     with pytest.raises(CompileError, match="RoPE parameter 'short_factor' is not understood"):
         load_config(_edit(tmp_path, "llama-yarn",
                           lambda c: c["rope_parameters"].update(short_factor=[1.0])))
+
+
+def _sn40l(args: list[str], cluster=None, ranks=(4, 5), timeout=240, env_extra=None):
+    """``sn40l ARGS`` as a program; with ``cluster``, inside a job on its ``ranks`` (the way
+    the scheduler runs it), so no cluster of its own is brought up."""
+    import os
+
+    env = dict(os.environ, SN40L_PROGRESS="lines", **(env_extra or {}))
+    if cluster is not None:
+        import ray
+
+        from sn40l.cluster.cluster import local_auth_mode
+
+        env.update(SN40L_JOB_ID="9012", SN40L_CLUSTER=cluster.spec.name,
+                   SN40L_SOCKETS=",".join(map(str, ranks)),
+                   SN40L_RAY_ADDRESS=ray.get_runtime_context().gcs_address,
+                   SN40L_RAY_AUTH=local_auth_mode())
+    return subprocess.run([sys.executable, "-m", "sn40l.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def test_text_prompt_and_chat_match_transformers_and_json_stdout_is_clean(cluster2x8):
+    exp = _expected("qwen3-tok")
+    ckpt = str(HF / "qwen3-tok")
+    out = _sn40l(["run", ckpt, "--tp", "2", "--prompt", exp["text_prompt"],
+                  "--max-new-tokens", "8", "--json"], cluster2x8)
+    assert out.returncode == 0, out.stderr[-3000:]
+    doc = json.loads(out.stdout)  # stdout alone: one JSON document, nothing else
+    assert doc["prompt_ids"] == exp["text_prompt_ids"]
+    assert doc["tokens"] == exp["text_tokens"] and doc["text"] == exp["text"]
+    assert doc["seq_len"] == 64  # the checkpoint's max_position_embeddings
+    assert "run: 4/4" in out.stderr  # progress, on stderr
+    out = _sn40l(["run", ckpt, "--tp", "2", "--prompt", exp["text_prompt"], "--chat",
+                  "--max-new-tokens", "8", "--json", "--quiet"], cluster2x8)
+    assert out.returncode == 0, out.stderr[-3000:]
+    doc = json.loads(out.stdout)
+    assert doc["prompt_ids"] == exp["chat_prompt_ids"]
+    assert doc["tokens"] == exp["chat_tokens"] and doc["text"] == exp["chat_text"]
+    assert "run:" not in out.stderr  # --quiet
+
+
+def test_cli_refusals_are_one_line_errors(tmp_path):
+    out = _sn40l(["run", "tiny", "--prompt", "hello"])
+    assert out.returncode == 1 and "preset without one: use --prompt-ids" in out.stderr
+    assert "Traceback" not in out.stderr
+    bad = _edit(tmp_path, "llama-linear", lambda c: c.update(logit_softcapping=30.0))
+    out = _sn40l(["run", str(bad), "--prompt-ids", "1,2", "--json"])
+    assert out.returncode == 1 and out.stdout == ""
+    assert "config key 'logit_softcapping' is not understood" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_coe_bench_json_stdout_is_one_document(cluster2x8):
+    import ray
+
+    out = _sn40l(["coe", "bench", "--experts", "2", "--expert-model", "tiny", "--batch", "1",
+                  "--tokens", "2", "--profiles", "sn40l", "--modes", "sequential",
+                  "--rounds", "1", "--warmup", "0", "--prompt-len", "4", "--router", "none",
+                  "--json", "--address", ray.get_runtime_context().gcs_address],
+                 env_extra={"RAY_AUTH_MODE": "token"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    doc = json.loads(out.stdout)
+    assert [r["mode"] for r in doc["rows"]] == ["sequential"]

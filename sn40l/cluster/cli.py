@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
 
+from sn40l.output import emit_json
 from sn40l.cluster.daemon import load_partitions
 from sn40l.cluster.record import read_record, record_path, remove_record, state_dir, write_record
 from sn40l.errors import ClusterError, ConfigError
@@ -146,7 +146,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     record, cluster = _connect(args.name)
     rows = cluster.status()
     if args.json:
-        print(json.dumps({"cluster": record, "sockets": rows}, indent=2))
+        emit_json({"cluster": record, "sockets": rows}, indent=2)
         return 0
     up = sum(r["state"] == "up" for r in rows)
     print(f"CLUSTER {record['name']}  profile={record['profile']}  nodes={record['nodes']}  "
