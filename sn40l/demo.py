@@ -25,8 +25,8 @@ from typing import Callable
 
 import numpy as np
 
-from sn40l.output import emit_json
 from sn40l.hardware.units import format_bandwidth, format_bytes, format_ns
+from sn40l.output import emit_json
 
 # Llama-2-7B shapes (Touvron et al. 2023; HF config): 32 layers, hidden 4096, MLP 11008,
 # vocab 32000, untied embeddings -> 6,738,415,616 parameters, 13.48 GB in BF16.

@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sn40l.output import emit_json
 from sn40l.errors import ClusterError
+from sn40l.output import emit_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:

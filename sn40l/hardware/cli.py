@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from sn40l.output import emit_json
 from sn40l.hardware.profile import PROFILE_NAMES, load_profile
 from sn40l.hardware.units import format_bandwidth, format_bytes, format_ns
+from sn40l.output import emit_json
 
 _FORMAT = {"bytes": format_bytes, "bandwidth": format_bandwidth, "time": format_ns,
            "flops": lambda v: f"{v / 1e12:.0f} TFLOPS", "count": str, "ratio": lambda v: f"{v:g}", "choice": str}
