@@ -61,7 +61,7 @@ def test_config_features_are_read_from_both_generations():
     m = load_config(HF / "mistral-window")
     assert m.sliding_window == 4 and m.sliding_layers == (0, 1)
     m = load_config(HF / "qwen2-window")  # max_window_layers 1: layer 1 slides, layer 0 not
-    assert (m.sliding_window, m.sliding_layers, m.qkv_bias, m.o_bias) == (4, (1,), True, False)
+    assert (m.sliding_window, m.sliding_layers, m.qkv_bias, m.o_bias) == (3, (1,), True, False)
     m = load_config(HF / "qwen3-tok")
     assert m.qk_norm and m.head_dim == 8 and m.sliding_layers == ()
     assert load_config(HF / "llama-bf16-tied").dtype == "bf16"
@@ -69,8 +69,9 @@ def test_config_features_are_read_from_both_generations():
     m = load_config(HF / "llama-dynamic")
     assert m.max_position == 48  # NTK dynamic runs to factor x max_position_embeddings
     # the window matters: transformers without it continues differently
-    exp = _expected("mistral-window")
-    assert exp["tokens_without_window"] != exp["tokens"]
+    for name in ("mistral-window", "qwen2-window"):
+        exp = _expected(name)
+        assert exp["tokens_without_window"] != exp["tokens"], name
 
 
 def _edit(tmp_path: Path, name: str, change) -> Path:
