@@ -179,3 +179,17 @@ def test_coe_bench_json_stdout_is_one_document(cluster2x8):
     assert out.returncode == 0, out.stderr[-3000:]
     doc = json.loads(out.stdout)
     assert [r["mode"] for r in doc["rows"]] == ["sequential"]
+
+
+def test_seq_len_defaults_to_the_checkpoint_and_is_capped_out_loud(tmp_path, capsys):
+    from sn40l.cluster.run_cli import HOST_KV_BUDGET, _default_seq_len
+
+    m = load_config(HF / "qwen3-tok")
+    assert _default_seq_len(m, 2, 8) == 64 and capsys.readouterr().err == ""
+    big = load_config(_edit(tmp_path, "llama-linear",
+                            lambda c: c.update(max_position_embeddings=10**7)))
+    per_token = big.layers * 2 * big.kv_heads * big.head_dim * 4  # TP1: every KV head
+    got = _default_seq_len(big, 1, 8)
+    assert got == HOST_KV_BUDGET // per_token < 10**7
+    err = capsys.readouterr().err
+    assert f"--seq-len defaults to {got}, not the model's maximum 10000000" in err
