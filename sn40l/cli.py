@@ -19,6 +19,7 @@ import signal
 import sys
 
 from sn40l.errors import SN40LError
+from sn40l.output import reserve_stdout
 
 # command -> (module, one-line help). Order is the order of `sn40l --help`.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -63,6 +64,7 @@ def _usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    as_program = argv is None  # the `sn40l` command itself, not a call from Python
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
@@ -76,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sn40l: error: unknown command {name!r}; commands: {', '.join(COMMANDS)}",
               file=sys.stderr)
         return 2
+    if as_program and "--json" in argv:  # stdout: the JSON document only; the rest to stderr
+        reserve_stdout()
     configure_logging()
     if hasattr(signal, "SIGPIPE"):  # `sn40l squeue | head` ends quietly, as Unix tools do
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)

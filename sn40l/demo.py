@@ -19,7 +19,6 @@ then a summary table.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -27,6 +26,7 @@ from typing import Callable
 import numpy as np
 
 from sn40l.hardware.units import format_bandwidth, format_bytes, format_ns
+from sn40l.output import emit_json
 
 # Llama-2-7B shapes (Touvron et al. 2023; HF config): 32 layers, hidden 4096, MLP 11008,
 # vocab 32000, untied embeddings -> 6,738,415,616 parameters, 13.48 GB in BF16.
@@ -223,7 +223,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         cluster.stop()
     report.rows.append(("total", "demo finished", "-", _wall(t_all)))
     if args.json:
-        print(json.dumps({"ok": report.ok, "rows": report.rows}, indent=2))
+        emit_json({"ok": report.ok, "rows": report.rows}, indent=2)
     else:
         _print_summary(report)
     return 0 if report.ok else 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
@@ -14,6 +13,8 @@ from sn40l.cluster.daemon import load_partitions
 from sn40l.cluster.record import read_record, record_path, remove_record, state_dir, write_record
 from sn40l.errors import ClusterError, ConfigError
 from sn40l.hardware.units import format_bytes
+from sn40l.output import emit_json
+from sn40l.progress import progress
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="'auto' or HOST:PORT of an existing Ray cluster (default: an embedded "
                          "local Ray owned by a background process)")
     up.add_argument("--name", default="default", help="cluster name (default 'default')")
+    up.add_argument("--quiet", action="store_true", help="no progress on stderr")
     up.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for start-up")
     up.add_argument("--partitions", default=None,
                     help="YAML file of scheduler partitions (default: one partition 'sn40l' "
@@ -75,10 +77,14 @@ def cmd_up(args: argparse.Namespace) -> int:
     if record is not None:
         raise _already_running(record)
     t0 = time.perf_counter()
-    if args.address:
-        _up_on_existing_ray(args, profile)
-    else:
-        _up_embedded(args)
+    with progress(1, "cluster up", quiet=args.quiet) as bar:
+        bar.note(f"{args.nodes} node(s) of {args.sockets_per_node or profile.sockets_per_node}"
+                 " sockets")
+        if args.address:
+            _up_on_existing_ray(args, profile)
+        else:
+            _up_embedded(args)
+        bar.update()
     record = read_record(args.name)
     assert record is not None
     print(f"cluster {args.name!r} up: {record['nodes']} nodes x {record['sockets_per_node']} "
@@ -146,7 +152,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     record, cluster = _connect(args.name)
     rows = cluster.status()
     if args.json:
-        print(json.dumps({"cluster": record, "sockets": rows}, indent=2))
+        emit_json({"cluster": record, "sockets": rows}, indent=2)
         return 0
     up = sum(r["state"] == "up" for r in rows)
     print(f"CLUSTER {record['name']}  profile={record['profile']}  nodes={record['nodes']}  "

@@ -10,10 +10,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from sn40l.errors import ClusterError
+from sn40l.output import emit_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -81,13 +81,13 @@ def cmd_show(args: argparse.Namespace) -> int:
     p = plan(needs, profile, args.nodes, cfg.tp, router_bytes, cfg.placement, cfg.cache.pin,
              what=f"CoE {cfg.name!r}")
     if args.json:
-        print(json.dumps({"config": cfg.to_dict(), "home": str(p.home),
+        emit_json({"config": cfg.to_dict(), "home": str(p.home),
                           "homes": {k: list(v) for k, v in p.homes.items()},
                           "groups": [{"gid": g.gid, "node": g.node, "ranks": list(g.ranks)}
                                      for g in p.groups],
                           "cache_budget": p.cache_budget, "router_bytes": router_bytes,
                           "footprint": footprint(profile, needs[0], cfg.tp, len(needs),
-                                                 router_bytes)}, indent=2))
+                                                 router_bytes)}, indent=2)
         return 0
     print(f"CoE {cfg.name}: {len(cfg.experts)} experts, TP{cfg.tp}, weights {cfg.weights}, "
           f"placement {cfg.placement}, on {args.nodes} node(s) of {profile.name}")
@@ -137,11 +137,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         info = rt.load()
         res = rt.serve(args.prompt, args.tokens, ServeOptions(args.group, args.prefetch))
         if args.json:
-            print(json.dumps({"load": info, "latency_ns": res.latency_ns,
+            emit_json({"load": info, "latency_ns": res.latency_ns,
                               "router_ns": res.router_ns, "switch_ns": res.switch_ns,
                               "expert_ns": res.expert_ns, "hit_rate": res.hit_rate,
                               "requests": [vars(r) for r in res.requests],
-                              "occupancy": rt.occupancy()}, indent=2, default=str))
+                              "occupancy": rt.occupancy()}, indent=2, default=str)
             return 0
         print(f"loaded {info['experts']} experts ({info['home']} homes) on {info['groups']} "
               f"group(s) in {info['wall_s']:.2f} s wall")
@@ -188,7 +188,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         plot(result, args.plot)
         print(f"plot written to {args.plot}", file=sys.stderr)
     if args.json:
-        print(json.dumps(result, indent=2))
+        emit_json(result, indent=2)
     else:
         print(format_table(result))
     return 0

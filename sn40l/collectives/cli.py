@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+from sn40l.output import emit_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,7 +42,7 @@ def cmd_allreduce(args: argparse.Namespace) -> int:
     finally:
         cluster.stop()
     if args.json:
-        print(json.dumps(rows, indent=2))
+        emit_json(rows, indent=2)
     else:
         print(f"AllReduce over {len(ranks)} sockets ({args.nodes} node(s)); wall = this machine, "
               "modeled = SN40L virtual time; bound = (n-1)*S*(1/B_add + 1/B_copy) with numpy")

@@ -1,4 +1,5 @@
-"""Hugging Face Llama/Mistral checkpoints: ``config.json`` to a :class:`ModelConfig`, and
+"""Hugging Face checkpoints (the architectures of :mod:`sn40l.compiler.arch`): ``config.json``
+to a :class:`ModelConfig`, and
 ``model.safetensors`` (or a sharded ``model.safetensors.index.json``) to full float32 weights in
 this package's layout ([in, out] matrices; HF stores Linear weights as [out, in]).
 
@@ -10,63 +11,86 @@ Tensors are read through the ``safetensors`` numpy API. numpy has no bfloat16, s
 from __future__ import annotations
 
 import json
+import logging
 import struct
 from pathlib import Path
 
 import numpy as np
 
-from sn40l.compiler.models import ModelConfig, RopeScaling
+from sn40l.compiler.arch import ARCHITECTURES, architecture
+from sn40l.compiler.arch.base import DTYPES, HFConfig, rope_of
+from sn40l.compiler.arch.decoder import model_weights
+from sn40l.compiler.models import ModelConfig
 from sn40l.errors import CompileError
 
-ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM")
-
-_LAYER = {  # HF name inside model.layers.{i}. -> (our name, transpose)
-    "self_attn.q_proj.weight": ("wq", True), "self_attn.k_proj.weight": ("wk", True),
-    "self_attn.v_proj.weight": ("wv", True), "self_attn.o_proj.weight": ("wo", True),
-    "mlp.gate_proj.weight": ("w_gate", True), "mlp.up_proj.weight": ("w_up", True),
-    "mlp.down_proj.weight": ("w_down", True), "input_layernorm.weight": ("attn_norm", False),
-    "post_attention_layernorm.weight": ("mlp_norm", False),
-}
+log = logging.getLogger("sn40l.checkpoint")
 
 
 def is_checkpoint(path: str | Path) -> bool:
     return Path(path).is_dir() and (Path(path) / "config.json").is_file()
 
 
-def load_config(path: str | Path) -> ModelConfig:
-    """The model shape of a checkpoint directory; an unknown architecture is refused."""
+def read_config(path: str | Path) -> dict:
     cfg_path = Path(path) / "config.json"
     try:
         cfg = json.loads(cfg_path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise CompileError(f"{cfg_path}: cannot read a JSON config: {exc}") from None
-    archs = cfg.get("architectures") or []
-    if not any(a in ARCHITECTURES for a in archs):
-        raise CompileError(f"{cfg_path}: architecture {archs or cfg.get('model_type')!r} is not "
+    if not isinstance(cfg, dict):
+        raise CompileError(f"{cfg_path}: a config must be a JSON object")
+    return cfg
+
+
+def load_config(path: str | Path, unknown_keys: str = "error") -> ModelConfig:
+    """The model description of a checkpoint directory. An architecture we have no
+    description for is refused; so is every config key outside the description's key table
+    (any such key may change the numbers) unless ``unknown_keys="warn"``, which logs it."""
+    cfg_path = Path(path) / "config.json"
+    raw = read_config(path)
+    archs = raw.get("architectures") or []
+    found = [ARCHITECTURES[a] for a in archs if a in ARCHITECTURES]
+    if not found:
+        raise CompileError(f"{cfg_path}: architecture {archs or raw.get('model_type')!r} is not "
                            f"supported; supported: {', '.join(ARCHITECTURES)}")
-    rs = cfg.get("rope_scaling")
-    scaling = None
-    if rs:
-        kind = rs.get("rope_type", rs.get("type"))
-        if kind != "llama3":
-            raise CompileError(f"{cfg_path}: rope_scaling type {kind!r} is not supported; "
-                               "supported: llama3")
-        scaling = RopeScaling(float(rs["factor"]), float(rs["low_freq_factor"]),
-                              float(rs["high_freq_factor"]),
-                              int(rs["original_max_position_embeddings"]))
+    arch = found[0]
+    if raw.get("model_type", arch.model_type) != arch.model_type:
+        raise CompileError(f"{cfg_path}: model_type {raw['model_type']!r} does not match "
+                           f"{arch.hf_name} (model_type {arch.model_type!r})")
+    table = arch.key_table()
+    unknown = sorted(k for k in raw if k not in table)
+    if unknown:
+        msg = (f"{cfg_path}: config key {unknown[0]!r} is not understood by the "
+               f"{arch.hf_name} loader and may change the numbers"
+               + (f" (also: {', '.join(unknown[1:])})" if unknown[1:] else "")
+               + "; known keys: " + ", ".join(sorted(table)))
+        if unknown_keys != "warn":
+            raise CompileError(msg + " (--allow-unknown-config-keys runs anyway, with a "
+                               "warning)")
+        log.warning("%s; running anyway (--allow-unknown-config-keys)", msg)
+    cfg = HFConfig(str(cfg_path), raw, arch.defaults)
+    if cfg.get("hidden_act") != "silu":
+        raise CompileError(f"{cfg_path}: hidden_act {cfg.get('hidden_act')!r} is not supported;"
+                           " allowed: silu")
+    dtype_name = raw.get("dtype", raw.get("torch_dtype")) or "float32"
+    if dtype_name not in DTYPES:
+        raise CompileError(f"{cfg_path}: dtype {dtype_name!r} is not supported; allowed: "
+                           f"{', '.join(DTYPES)}")
+    theta, scaling, limit = rope_of(cfg)
+    window, slides = arch.sliding(cfg)
+    heads = int(cfg.need("num_attention_heads"))
     try:
         return ModelConfig(
-            name=Path(path).name, layers=cfg["num_hidden_layers"], hidden=cfg["hidden_size"],
-            heads=cfg["num_attention_heads"],
-            kv_heads=cfg.get("num_key_value_heads", cfg["num_attention_heads"]),
-            intermediate=cfg["intermediate_size"], vocab=cfg["vocab_size"],
-            rope_theta=float(cfg.get("rope_theta", 10000.0)), rope_scaling=scaling,
-            norm_eps=float(cfg.get("rms_norm_eps", 1e-5)),
-            max_position=int(cfg.get("max_position_embeddings", 4096)),
-            extra={"checkpoint": str(Path(path).resolve()),
-                   "tie_word_embeddings": bool(cfg.get("tie_word_embeddings", False))})
-    except KeyError as exc:
-        raise CompileError(f"{cfg_path}: missing key {exc.args[0]!r}") from None
+            name=Path(path).name, layers=int(cfg.need("num_hidden_layers")),
+            hidden=int(cfg.need("hidden_size")), heads=heads,
+            kv_heads=int(cfg.get("num_key_value_heads") or heads),
+            intermediate=int(cfg.need("intermediate_size")), vocab=int(cfg.need("vocab_size")),
+            rope_theta=theta, rope_scaling=scaling, norm_eps=float(cfg.need("rms_norm_eps")),
+            max_position=limit, arch=arch.name, head_dim=int(cfg.get("head_dim") or 0),
+            tie_embeddings=bool(cfg.get("tie_word_embeddings")), sliding_window=window,
+            sliding_layers=slides, dtype=DTYPES[dtype_name], **arch.switches(cfg),
+            extra={"checkpoint": str(Path(path).resolve())})
+    except (TypeError, ValueError) as exc:
+        raise CompileError(f"{cfg_path}: {exc}") from None
 
 
 def _files(path: Path) -> list[Path]:
@@ -103,34 +127,36 @@ def _read_file(file: Path) -> dict[str, np.ndarray]:
 
 
 def load_weights(path: str | Path, model: ModelConfig) -> dict[str, np.ndarray]:
-    """Full float32 weights named as in :func:`sn40l.compiler.plan.weight_symbols`."""
+    """Full float32 weights named as in :func:`sn40l.compiler.arch.decoder.model_weights`."""
     path = Path(path)
     tensors: dict[str, np.ndarray] = {}
     for file in _files(path):
         tensors.update(_read_file(file))
-    h, kv = model.hidden, model.kv_heads * model.head_dim
-    expected = {"embed": (model.vocab, h), "final_norm": (h,), "lm_head": (h, model.vocab)}
-    shapes = {"wq": (h, h), "wk": (h, kv), "wv": (h, kv), "wo": (h, h),
-              "w_gate": (h, model.intermediate), "w_up": (h, model.intermediate),
-              "w_down": (model.intermediate, h), "attn_norm": (h,), "mlp_norm": (h,)}
-    want = [("model.embed_tokens.weight", "embed", False), ("model.norm.weight", "final_norm",
-                                                            False)]
-    if not model.extra.get("tie_word_embeddings"):
-        want.append(("lm_head.weight", "lm_head", True))
+    hf_of = {"embed": ("model.embed_tokens.weight", False),
+             "final_norm": ("model.norm.weight", False), "lm_head": ("lm_head.weight", True)}
     for i in range(model.layers):
-        for hf, (ours, transpose) in _LAYER.items():
-            want.append((f"model.layers.{i}.{hf}", f"layers.{i}.{ours}", transpose))
-            expected[f"layers.{i}.{ours}"] = shapes[ours]
+        for hf, (ours, transpose) in architecture(model.arch).tensor_names().items():
+            hf_of[f"layers.{i}.{ours}"] = (f"model.layers.{i}.{hf}", transpose)
     out: dict[str, np.ndarray] = {}
-    for hf, ours, transpose in want:
+    for ours, shape, _ in model_weights(model):
+        if ours == "lm_head" and model.tie_embeddings:
+            out[ours] = np.ascontiguousarray(out["embed"].T)
+            continue
+        hf, transpose = hf_of[ours]
         if hf not in tensors:
             raise CompileError(f"{path}: tensor {hf!r} is missing from the checkpoint")
         t = tensors[hf].T if transpose else tensors[hf]
-        if tuple(t.shape) != expected[ours]:
-            shown = tuple(reversed(expected[ours])) if transpose else expected[ours]
+        if tuple(t.shape) != tuple(shape):
+            shown = tuple(reversed(shape)) if transpose else tuple(shape)
             raise CompileError(f"{path}: tensor {hf!r} has shape {tuple(tensors[hf].shape)}, "
                                f"expected {shown}")
         out[ours] = np.ascontiguousarray(t, dtype=np.float32)
-    if model.extra.get("tie_word_embeddings"):
-        out["lm_head"] = np.ascontiguousarray(out["embed"].T)
+    used = {hf for hf, _ in hf_of.values()}
+    if model.tie_embeddings:
+        used.discard("lm_head.weight")
+    extra = sorted(k for k in tensors if k not in used and k != "lm_head.weight")
+    if extra:  # a tensor the description does not run would be silently dropped
+        raise CompileError(f"{path}: tensor {extra[0]!r} is not part of the "
+                           f"{model.arch} model described by config.json"
+                           + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""))
     return out

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from sn40l.compiler.arch.decoder import model_weights, shard_shape
 from sn40l.compiler.checkpoint import is_checkpoint, load_config
 from sn40l.compiler.cost import kernel_ns
 from sn40l.compiler.models import ModelConfig, preset
@@ -80,17 +81,11 @@ def shard_shapes(model: ModelConfig, tp: int) -> dict[str, int]:
 
 
 def weight_symbols(model: ModelConfig, tp: int) -> list[dict]:
-    """Every per-socket weight symbol: name, shape, bytes (BF16), read-only."""
+    """Every per-socket weight symbol: name, shape, bytes (BF16), read-only (the weights and
+    splits of :func:`sn40l.compiler.arch.decoder.model_weights`)."""
     s = shard_shapes(model, tp)
-    h, hd = model.hidden, model.head_dim
-    q, kv, m = s["heads"] * hd, s["kv_heads"] * hd, s["intermediate"]
-    out = [{"name": "embed", "shape": [s["vocab"], h]}]
-    for i in range(model.layers):
-        out += [{"name": f"layers.{i}.{n}", "shape": shape} for n, shape in (
-            ("attn_norm", [h]), ("wq", [h, q]), ("wk", [h, kv]), ("wv", [h, kv]),
-            ("wo", [q, h]), ("mlp_norm", [h]), ("w_gate", [h, m]), ("w_up", [h, m]),
-            ("w_down", [m, h]))]
-    out += [{"name": "final_norm", "shape": [h]}, {"name": "lm_head", "shape": [h, s["vocab"]]}]
+    out = [{"name": name, "shape": shard_shape(shape, split, model, s)}
+           for name, shape, split in model_weights(model)]
     for sym in out:
         n = 1
         for d in sym["shape"]:
@@ -280,8 +275,7 @@ def compile_plan(cfg: CompileConfig, model: ModelConfig | None = None) -> dict:
     ks = kernels(model, cfg)
     plan = memory_plan(model, cfg, profile)
     est = estimate(model, cfg, profile, ks)
-    return {"config": asdict(cfg), "model": {k: v for k, v in asdict(model).items()
-                                            if k != "extra"},
+    return {"config": asdict(cfg), "model": model.to_plan(),
             "checkpoint": model.extra.get("checkpoint"),
             "profile": profile.name, "shards": shard_shapes(model, cfg.tp),
             "kernels": ks, "memory": plan, "estimate": est.to_dict()}

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from sn40l.hardware.profile import PROFILE_NAMES, load_profile
 from sn40l.hardware.units import format_bandwidth, format_bytes, format_ns
+from sn40l.output import emit_json
 
 _FORMAT = {"bytes": format_bytes, "bandwidth": format_bandwidth, "time": format_ns,
            "flops": lambda v: f"{v / 1e12:.0f} TFLOPS", "count": str, "ratio": lambda v: f"{v:g}", "choice": str}
@@ -33,11 +33,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.sockets_per_node is not None:
         profile = profile.with_sockets_per_node(args.sockets_per_node)
     if args.json:
-        print(json.dumps({"name": profile.name, "device": profile.device,
+        emit_json({"name": profile.name, "device": profile.device,
                           "description": profile.description, "layouts": list(profile.layouts),
                           "values": {p: {"value": q.value, "written": q.text,
                                          "source": q.source, "assumption": q.assumption}
-                                     for p, q in profile.quantities.items()}}, indent=2))
+                                     for p, q in profile.quantities.items()}}, indent=2)
         return 0
     print(f"{profile.name}: {profile.description}")
     print(f"device {profile.device}; node layouts (sockets per node): "

@@ -16,17 +16,21 @@ collectives when unfused.
 from __future__ import annotations
 
 import math
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 
+from sn40l.compiler.arch.decoder import decoder_layer, random_weights, rmsnorm, shard_weight
+from sn40l.compiler.arch.rope import rope_frequencies
 from sn40l.compiler.cost import compute_ns, hbm_ns, kernel_launch_ns
-from sn40l.compiler.models import ModelConfig, RopeScaling
+from sn40l.compiler.models import ModelConfig, RopeType
 from sn40l.compiler.plan import CompileConfig, kernels, segments
 from sn40l.compiler.types import FusionLevel, Orchestration
-from sn40l.errors import ConfigError
+from sn40l.errors import CompileError, ConfigError
 from sn40l.socket.device import Socket
 from sn40l.socket.tensor import Tensor
+
+__all__ = ["TileEngine", "Comm", "model_from_plan", "random_weights"]
 
 
 class Comm(Protocol):
@@ -38,87 +42,54 @@ class Comm(Protocol):
 
 
 def model_from_plan(plan: dict) -> ModelConfig:
-    m = dict(plan["model"])
-    if m.get("rope_scaling"):
-        m["rope_scaling"] = RopeScaling(**m["rope_scaling"])
-    return ModelConfig(**m)
+    """The model description stored in a plan."""
+    return ModelConfig.from_plan(plan["model"])
 
 
-def rope_frequencies(model: ModelConfig) -> np.ndarray:
-    """Inverse frequencies of RoPE, with Llama 3.1's scaling when the model has it."""
-    hd = model.head_dim
-    inv = 1.0 / (model.rope_theta ** (np.arange(0, hd, 2, dtype=np.float64) / hd))
-    sc = model.rope_scaling
-    if sc is None:
-        return inv
-    low_wl = sc.original_max_position / sc.low_freq_factor
-    high_wl = sc.original_max_position / sc.high_freq_factor
-    wl = 2 * math.pi / inv
-    smooth = (sc.original_max_position / wl - sc.low_freq_factor) / (
-        sc.high_freq_factor - sc.low_freq_factor)
-    scaled = np.where(wl > low_wl, inv / sc.factor, inv)
-    mid = (wl <= low_wl) & (wl >= high_wl)
-    return np.where(mid, (1 - smooth) * inv / sc.factor + smooth * inv, scaled)
+def _kernel(ks: list[dict], name: str) -> dict:
+    for k in ks:
+        if k["name"] == name:
+            return k
+    raise CompileError(f"the plan has no kernel {name!r}; kernels: "
+                       f"{', '.join(k['name'] for k in ks[:8])} ...")
 
 
-def shard_weight(name: str, full: np.ndarray, rank: int, tp: int, model: ModelConfig,
-                 shards: dict) -> np.ndarray:
-    """This rank's piece of a full weight (layout of :mod:`sn40l.compiler.plan`)."""
-    hd = model.head_dim
-    base = name.split(".")[-1]
-    if base in ("attn_norm", "mlp_norm", "final_norm"):
-        return full
-    if base == "wq":
-        hp = shards["heads"] * hd
-        return full[:, rank * hp:(rank + 1) * hp]
-    if base == "wo":
-        hp = shards["heads"] * hd
-        return full[rank * hp:(rank + 1) * hp, :]
-    if base in ("wk", "wv"):
-        if tp <= model.kv_heads:
-            kp = shards["kv_heads"] * hd
-            return full[:, rank * kp:(rank + 1) * kp]
-        group = model.heads // model.kv_heads
-        kv = (rank * shards["heads"]) // group
-        return full[:, kv * hd:(kv + 1) * hd]
-    if base in ("w_gate", "w_up", "w_down"):
-        m = shards["intermediate"]
-        if base == "w_down":
-            padded = np.zeros((m * tp, full.shape[1]), full.dtype)
-            padded[:full.shape[0]] = full
-            return padded[rank * m:(rank + 1) * m]
-        padded = np.zeros((full.shape[0], m * tp), full.dtype)
-        padded[:, :full.shape[1]] = full
-        return padded[:, rank * m:(rank + 1) * m]
-    v = shards["vocab"]
-    if base == "embed":
-        padded = np.zeros((v * tp, full.shape[1]), full.dtype)
-        padded[:full.shape[0]] = full
-        return padded[rank * v:(rank + 1) * v]
-    if base == "lm_head":
-        padded = np.zeros((full.shape[0], v * tp), full.dtype)
-        padded[:, :full.shape[1]] = full
-        return padded[:, rank * v:(rank + 1) * v]
-    raise ConfigError(f"unknown weight symbol {name!r}")
+class _Step:
+    """One step's view of the engine for the decoder math (:class:`LayerContext`): weights,
+    named ops timed against the plan's kernels of the layer, collectives, KV caches, RoPE."""
 
+    def __init__(self, engine: "TileEngine", positions: np.ndarray):
+        self.engine, self.positions = engine, positions
+        self.rank, self.tp, self.shards = engine.rank, engine.tp, engine.shards
+        self.unfused: dict[str, dict] | None = None
+        self.used: set[str] = set()
 
-def random_weights(model: ModelConfig, seed: int) -> dict[str, np.ndarray]:
-    """Full (unsharded) float32 weights drawn from ``seed``, scaled like a trained model's."""
-    rng = np.random.default_rng(seed)
-    h, hd, kv = model.hidden, model.head_dim, model.kv_heads * model.head_dim
-    out = {"embed": rng.standard_normal((model.vocab, h)).astype(np.float32)}
-    for i in range(model.layers):
-        for n, shape in (("wq", (h, h)), ("wk", (h, kv)), ("wv", (h, kv)), ("wo", (h, h)),
-                         ("w_gate", (h, model.intermediate)), ("w_up", (h, model.intermediate)),
-                         ("w_down", (model.intermediate, h))):
-            out[f"layers.{i}.{n}"] = (rng.standard_normal(shape) / math.sqrt(shape[0])
-                                      ).astype(np.float32)
-        out[f"layers.{i}.attn_norm"] = (1 + 0.1 * rng.standard_normal(h)).astype(np.float32)
-        out[f"layers.{i}.mlp_norm"] = (1 + 0.1 * rng.standard_normal(h)).astype(np.float32)
-    out["final_norm"] = (1 + 0.1 * rng.standard_normal(h)).astype(np.float32)
-    out["lm_head"] = (rng.standard_normal((h, model.vocab)) / math.sqrt(h)).astype(np.float32)
-    del hd
-    return out
+    def w(self, name: str) -> np.ndarray:
+        return self.engine._w(name)
+
+    def op(self, name: str, fn: Callable[[], object]) -> object:
+        if self.unfused is None:
+            return fn()
+        kernel = self.unfused.get(name)
+        if kernel is None:
+            raise CompileError(f"op {name!r} of the {self.engine.model.arch} math has no "
+                               f"kernel in the plan; kernels of the layer: "
+                               f"{', '.join(self.unfused)}")
+        clock = self.engine.socket.clock
+        t0 = clock.now
+        out = fn()
+        self.engine._finish(kernel, t0, t0)
+        self.used.add(name)
+        return out
+
+    def allreduce(self, x: np.ndarray) -> np.ndarray:
+        return self.engine._allreduce(x, x.size)
+
+    def kv_cache(self, layer: int) -> np.ndarray:
+        return self.engine._kv[layer]
+
+    def rope(self) -> tuple[np.ndarray, float]:
+        return self.engine._rope(int(self.positions.max()) + 1)
 
 
 class TileEngine:
@@ -159,7 +130,7 @@ class TileEngine:
         self.orch = Orchestration.from_str(plan["config"]["orchestration"])
         self.max_seq = int(plan["config"]["seq_len"])
         self.batch = int(plan["config"]["batch"])
-        self.inv_freq = rope_frequencies(self.model)
+        self._ropes: dict[int, tuple[np.ndarray, float]] = {}
         self.phantom = False
         self.replay = replay
         self.layout = ""           # "symbols" or "segments", set by load / load_home
@@ -316,6 +287,14 @@ class TileEngine:
                               "copy it to HBM before running")
         return region.tensor.data
 
+    def _rope(self, seq_len: int) -> tuple[np.ndarray, float]:
+        """RoPE frequencies for a step reaching ``seq_len`` (only dynamic NTK depends on it)."""
+        sc = self.model.rope_scaling
+        key = seq_len if sc is not None and sc.type is RopeType.DYNAMIC else 0
+        if key not in self._ropes:
+            self._ropes[key] = rope_frequencies(self.model, seq_len)
+        return self._ropes[key]
+
     # -- time -----------------------------------------------------------------------------
     def _finish(self, kernel: dict, t0: int, t1: int) -> None:
         mem = hbm_ns(kernel["weight_bytes"] + kernel["kv_bytes"] + kernel["act_bytes"],
@@ -443,6 +422,9 @@ class TileEngine:
             return None
         m, sh, real = self.model, self.shards, not self.phantom
         n = len(tokens)
+        by_layer: dict[int, list[dict]] = {}
+        for k in kernels:
+            by_layer.setdefault(k["layer"], []).append(k)
         # embedding: vocab-parallel lookup, summed over the group
         t0 = clock.now
         x = None
@@ -453,28 +435,16 @@ class TileEngine:
                 if lo <= tok < lo + sh["vocab"]:
                     x[j] = self._w("embed")[tok - lo]
         x = self._allreduce(x, n * m.hidden)
-        self._finish(kernels[0], t0, clock.now)
-        ki = 1
-        pos = np.asarray(positions)
+        self._finish(_kernel(kernels, "embed"), t0, clock.now)
+        step = _Step(self, np.asarray(positions))
         slot = np.asarray(slots)
         for i in range(m.layers):
-            layer = []
-            while kernels[ki]["layer"] == i:
-                layer.append(kernels[ki])
-                ki += 1
-            if self.fusion is FusionLevel.FUSED:  # one kernel, or two when SRAM was too small
-                t0 = clock.now
-                x = self._layer(i, x, slot, pos)
-                for k in layer:
-                    self._finish(k, t0, clock.now)
-                    t0 = clock.now
-            else:
-                x = self._layer(i, x, slot, pos, layer)
+            x = self._layer(i, x, slot, step, by_layer.get(i, []))
         t0 = clock.now
         logits = None
         rows = len(last_rows)
         if real:
-            xn = _rmsnorm(x[last_rows], self._w("final_norm"), m.norm_eps)  # (rows, hidden)
+            xn = rmsnorm(x[last_rows], self._w("final_norm"), m.norm_eps)  # (rows, hidden)
             logits = xn @ self._w("lm_head")  # (rows, vocab / tp)
         if self.tp > 1:
             t = (Tensor.phantom((rows * sh["vocab"],), "fp32") if logits is None
@@ -482,74 +452,45 @@ class TileEngine:
             full = self.comm.allgather(t)  # (tp * rows * vocab/tp,) in rank order
             logits = None if full.is_phantom else full.data.reshape(
                 self.tp, rows, sh["vocab"]).transpose(1, 0, 2).reshape(rows, -1)
-        self._finish(kernels[ki], t0, clock.now)
+        self._finish(_kernel(kernels, "lm_head"), t0, clock.now)
         return None if logits is None else logits[:, :m.vocab]
 
-    def _layer(self, i: int, x: np.ndarray | None, slots: np.ndarray, positions: np.ndarray,
-               unfused: list[dict] | None = None) -> np.ndarray | None:
-        m, sh, clock = self.model, self.shards, self.socket.clock
-        p = f"layers.{i}."
-        hd, hp, kvp = m.head_dim, sh["heads"], sh["kv_heads"]
-        n = len(positions)
-
-        def timed(k: int, fn):
-            if unfused is None:
-                return fn()
+    def _layer(self, i: int, x: np.ndarray | None, slots: np.ndarray, step: _Step,
+               layer: list[dict]) -> np.ndarray | None:
+        """Layer ``i`` timed by the plan's kernels of that layer: a fused kernel (or its
+        attention and MLP halves) spans the whole math; unfused ones are found by op name.
+        Phantom weights run the kernels' collectives on metadata only."""
+        if not layer:
+            raise CompileError(f"the plan has no kernels for layer {i}")
+        clock = self.socket.clock
+        fused = self.fusion is FusionLevel.FUSED
+        if x is None:  # phantom: shapes only, the AllReduces each kernel lists, on metadata
+            n = len(step.positions) * self.model.hidden  # one activation row per token
             t0 = clock.now
-            out = fn()
-            self._finish(unfused[k], t0, t0)
-            return out
-
-        if x is None:  # phantom: shapes only, collectives on metadata
-            for k in range(7):
-                timed(k, lambda: None)
-                if k in (3, 6):
-                    self._allreduce(None, n * m.hidden)
+            for k in layer:
+                if not fused:
+                    t0 = clock.now
+                    self._finish(k, t0, t0)
+                for _ in k["allreduce"]:
+                    self._allreduce(None, n)
+            if fused:
+                for k in layer:
+                    self._finish(k, t0, clock.now)
+                    t0 = clock.now
             return None
-        xn = timed(0, lambda: _rmsnorm(x, self._w(p + "attn_norm"), m.norm_eps))
-        q, k_, v = timed(1, lambda: (xn @ self._w(p + "wq"), xn @ self._w(p + "wk"),
-                                     xn @ self._w(p + "wv")))
-
-        def attention():
-            qh = _rope(q.reshape(n, hp, hd), positions, self.inv_freq)  # (n, hp, hd)
-            kh = _rope(k_.reshape(n, kvp, hd), positions, self.inv_freq)
-            cache = self._kv[i]  # (2, batch, seq, kv)
-            cache[0, slots, positions] = kh.reshape(n, -1)
-            cache[1, slots, positions] = v
-            group = max(1, hp // kvp)
-            out = np.empty((n, hp, hd), np.float32)
-            for j, (s_j, p_j) in enumerate(zip(slots, positions)):  # sees its slot, <= p_j
-                keys = cache[0, s_j, :p_j + 1].reshape(p_j + 1, kvp, hd)
-                vals = cache[1, s_j, :p_j + 1].reshape(p_j + 1, kvp, hd)
-                for h in range(hp):
-                    kvh = min(h // group, kvp - 1)
-                    scores = keys[:, kvh] @ qh[j, h] / math.sqrt(hd)
-                    w = np.exp(scores - scores.max())
-                    out[j, h] = (w / w.sum()) @ vals[:, kvh]
-            return out.reshape(n, -1)
-
-        attn = timed(2, attention)
-        o = timed(3, lambda: attn @ self._w(p + "wo"))
-        x = x + self._allreduce(o.astype(np.float32), n * m.hidden).reshape(n, -1)
-        xn = timed(4, lambda: _rmsnorm(x, self._w(p + "mlp_norm"), m.norm_eps))
-        gu = timed(5, lambda: _silu(xn @ self._w(p + "w_gate")) * (xn @ self._w(p + "w_up")))
-        d = timed(6, lambda: gu @ self._w(p + "w_down"))
-        return x + self._allreduce(d.astype(np.float32), n * m.hidden).reshape(n, -1)
-
-
-def _rmsnorm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
-    return (x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w).astype(np.float32)
-
-
-def _silu(x: np.ndarray) -> np.ndarray:
-    return x / (1 + np.exp(-x))
-
-
-def _rope(x: np.ndarray, positions: np.ndarray, inv_freq: np.ndarray) -> np.ndarray:
-    """Rotate (tokens, heads, head_dim) at ``positions``; halves layout (as in HF Llama)."""
-    ang = positions[:, None] * inv_freq[None, :]  # (tokens, head_dim / 2)
-    cos = np.cos(ang).astype(np.float32)[:, None, :]
-    sin = np.sin(ang).astype(np.float32)[:, None, :]
-    half = x.shape[-1] // 2
-    a, b = x[..., :half], x[..., half:]
-    return np.concatenate([a * cos - b * sin, a * sin + b * cos], axis=-1)
+        if fused:
+            t0 = clock.now
+            step.unfused = None
+            x = decoder_layer(self.model, step, i, x, slots, step.positions)
+            for k in layer:
+                self._finish(k, t0, clock.now)
+                t0 = clock.now
+            return x
+        step.unfused = {k["name"].rsplit(".", 1)[-1]: k for k in layer}
+        step.used = set()
+        x = decoder_layer(self.model, step, i, x, slots, step.positions)
+        missing = set(step.unfused) - step.used
+        if missing:
+            raise CompileError(f"kernels {sorted(missing)} of layer {i} have no op in the "
+                               f"{self.model.arch} math")
+        return x
