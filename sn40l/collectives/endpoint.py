@@ -33,7 +33,7 @@ from typing import Callable
 
 from sn40l.collectives.types import Drop
 from sn40l.collectives.wire import (CHUNK_BYTES, HEAD, KIND_ABORT, KIND_DATA, KIND_HELLO,
-                                    MAC_BYTES, Dropped, Message, decode, encode, frame_length,
+                                    Dropped, Message, decode, encode, frame_length,
                                     group_of)
 from sn40l.errors import CollectiveError
 
@@ -314,14 +314,17 @@ class Endpoint:
             threading.Thread(target=self._serve, args=(conn,), name="p2p-conn",
                              daemon=True).start()
 
-    def _hello(self, conn: std_socket.socket) -> tuple[bytes, int] | None:
+    def _hello(self, conn: std_socket.socket) -> tuple[bytes, int]:
         """Challenge a new connection; its (group, member) once it answers with the key."""
         challenge = os.urandom(CHALLENGE_BYTES)
         conn.settimeout(HELLO_TIMEOUT_S)
-        conn.sendall(challenge)
-        data = read_frame(conn)
-        if data is None:
-            return None
+        try:
+            conn.sendall(challenge)
+            data = read_frame(conn)
+        except (OSError, Dropped):
+            data = None
+        if data is None:  # closed, cut short or silent before proving anything
+            raise Dropped(Drop.BAD_HELLO)
         msg = self._verify(data)
         if isinstance(msg, Drop) or msg.kind != KIND_HELLO or bytes(msg.payload) != challenge:
             raise Dropped(msg if isinstance(msg, Drop) else Drop.BAD_HELLO)
@@ -337,8 +340,6 @@ class Endpoint:
             conn.setsockopt(std_socket.IPPROTO_TCP, std_socket.TCP_NODELAY, 1)
             conn.setsockopt(std_socket.SOL_SOCKET, std_socket.SO_RCVBUF, SOCKET_BUFFER)
             link = self._hello(conn)
-            if link is None:
-                return
             with self._cond:
                 self._accepted += 1
             while True:
