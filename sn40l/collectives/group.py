@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 
 import ray
@@ -11,12 +12,17 @@ from sn40l.collectives.wire import KEY_BYTES
 from sn40l.errors import ConfigError
 
 
+TRANSPORT_ENV = "SN40L_TRANSPORT"  # the default transport of groups made in this process
+
+
 def create_group(cluster, ranks: list[int], name: str, timeout_s: float = 30.0,
-                 transport: str = "auto") -> None:
+                 transport: "str | TransportKind | None" = None) -> None:
     """Make the sockets of global ``ranks`` (in that order: member i = ranks[i]) a group.
 
     ``transport="auto"`` uses shared memory when every member runs on one host and TCP
     otherwise; ``"net"`` forces TCP (what a multi-host cluster uses), also on one host.
+    ``None`` takes $SN40L_TRANSPORT (so a job can run its model over TCP on one host), else
+    ``auto``.
     Every member gets the group's fresh secret, which MACs its messages (through Ray, the
     control plane, never over the transports themselves).
     """
@@ -25,6 +31,11 @@ def create_group(cluster, ranks: list[int], name: str, timeout_s: float = 30.0,
         raise ConfigError(f"a group needs distinct socket ranks, got {ranks}")
     if not name or not isinstance(name, str):
         raise ConfigError(f"group name must be a non-empty string, got {name!r}")
+    if transport is None:
+        transport = os.environ.get(TRANSPORT_ENV) or "auto"
+        if transport.lower() not in {k.value for k in TransportKind}:
+            raise ConfigError(f"{TRANSPORT_ENV}={transport!r} is not a transport; allowed: "
+                              f"{', '.join(k.value for k in TransportKind)}")
     chosen = resolve_transport(transport, [])
     infos = cluster.call("p2p_info", ranks=ranks)
     chosen = resolve_transport(chosen, [i["host"] for i in infos])
