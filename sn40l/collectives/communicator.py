@@ -96,6 +96,7 @@ class Communicator:
         self.timeout_s = timeout_s
         self.trace_messages = trace_messages
         self._key = transport.key
+        self._mac_payload = transport.mac_payload
         self._gname = name.encode()
         self._seq = itertools.count()
         self._pair_seq: dict[tuple[int, int], itertools.count] = {}
@@ -163,7 +164,7 @@ class Communicator:
         arrival = end + link.latency_ns
         self._deliver(dst, encode(self._key, self._gname, seq, tag, self.rank, arrival,
                                   off=off, count=count, dt=dt, seg=seg, extra=extra,
-                                  payload=payload))
+                                  payload=payload, mac_payload=self._mac_payload))
         return arrival
 
     def post(self, dst: int, seq: int, tag: int, model_bytes: int, *,
@@ -474,7 +475,8 @@ class Communicator:
         for i in range(chunks):
             self._deliver(peer, encode(self._key, self._gname, seq, i, self.rank,
                                        end + link.latency_ns, extra=extra,
-                                       payload=raw[i * CHUNK_BYTES:(i + 1) * CHUNK_BYTES]))
+                                       payload=raw[i * CHUNK_BYTES:(i + 1) * CHUNK_BYTES],
+                                       mac_payload=self._mac_payload))
 
     def recv(self, peer: int) -> Tensor:
         """Receive the next tensor that member ``peer`` sent to this member."""

@@ -151,9 +151,9 @@ class Endpoint:
                     "accepted_connections": self._accepted}
 
     # -- verifying and filing -------------------------------------------------------------
-    def _verify(self, data: "bytes | bytearray") -> Message | Drop:
+    def _verify(self, data: "bytes | bytearray", mac_payload: bool = True) -> Message | Drop:
         try:
-            return decode(data, self._keys.get(group_of(data)))
+            return decode(data, self._keys.get(group_of(data)), mac_payload)
         except Dropped as exc:
             return exc.reason
         except Exception:  # noqa: BLE001 - whatever a crafted datagram does, it is dropped
@@ -180,8 +180,9 @@ class Endpoint:
             queue.append(msg)
 
     # -- Unix datagrams -------------------------------------------------------------------
-    def send_datagram(self, address: bytes, data: bytes, timeout_s: float = 30.0) -> None:
-        """Send one datagram; raises ConnectionRefusedError when nobody listens there and
+    def send_datagram(self, address: bytes, parts: "list[bytes | memoryview]",
+                      timeout_s: float = 30.0) -> None:
+        """Send one datagram gathered from ``parts`` (no joined copy); raises ConnectionRefusedError when nobody listens there and
         TimeoutError when the receiver's queue stays full for ``timeout_s``.
 
         A full queue (Linux keeps few datagrams per Unix socket) must not block a sender that
@@ -192,7 +193,7 @@ class Endpoint:
         deadline = None
         while True:
             try:
-                self._tx.sendto(data, address)
+                self._tx.sendmsg(parts, (), 0, address)
                 return
             except BlockingIOError:
                 now = time.monotonic()
@@ -349,7 +350,7 @@ class Endpoint:
                 data = read_frame(conn)
                 if data is None:
                     break
-                msg = self._verify(data)
+                msg = self._verify(data, mac_payload=False)  # the stream is authenticated
                 with self._cond:
                     self._file(msg, link)
                     self._cond.notify_all()

@@ -34,6 +34,7 @@ class Transport(ABC):
 
     kind: ClassVar[TransportKind]
     reads_datagrams: ClassVar[bool] = True  # waiters read the endpoint's datagram socket
+    mac_payload: ClassVar[bool] = True  # data messages' MACs cover their payload
 
     def __init__(self, endpoint: Endpoint, group: bytes, key: bytes, members: list[Member],
                  index: int, timeout_s: float):

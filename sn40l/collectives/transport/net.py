@@ -3,7 +3,8 @@ address the receiver published through Ray at group set-up, authenticated by a c
 with the group's key, with TCP_NODELAY (a 4 KiB message must not wait for Nagle). A message
 is written with one ``sendmsg`` of its buffers (header, payload, MAC), so a payload is never
 copied on the way out; the receiver's reader thread reads it whole into one buffer. Ray carries
-only the set-up, never a message.
+only the set-up, never a message. Data frames' MACs cover their header, the connection's
+challenge covers the stream (see :mod:`sn40l.collectives.wire` for why not every payload byte).
 
 Plain sockets rather than pyzmq: what a collective needs from the wire is ordered, reliable,
 back-pressured delivery between two fixed processes, which a TCP stream is; ZeroMQ would add an
@@ -27,6 +28,7 @@ class NetTransport(Transport):
 
     kind = TransportKind.NET
     reads_datagrams = False
+    mac_payload = False  # the connection is authenticated; headers are MACed per frame
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

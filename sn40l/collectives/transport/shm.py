@@ -18,9 +18,8 @@ class ShmTransport(Transport):
         return True
 
     def send(self, dst: int, parts, timeout_s: float | None = None) -> None:
-        data = parts[0] if len(parts) == 1 else b"".join(parts)
         try:
-            self.endpoint.send_datagram(self.members[dst].address, data,
+            self.endpoint.send_datagram(self.members[dst].address, parts,
                                         self.timeout_s if timeout_s is None else timeout_s)
         except (ConnectionRefusedError, FileNotFoundError):
             raise PeerGone(dst, "is gone (its socket actor no longer listens)") from None
