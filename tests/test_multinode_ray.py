@@ -94,6 +94,9 @@ DEATH = textwrap.dedent("""
     out["death_s"] = time.monotonic() - t0
     out["errors"] = errors
     out["victim"] = victim
+    # a killed socket never closes its segments and `cluster down` cannot ask it its pid
+    from sn40l.collectives.shm import sweep
+    out["swept"] = sweep(f"sn40l-{victim}-")
     print(json.dumps(out))
 """)
 
@@ -101,6 +104,22 @@ DEATH = textwrap.dedent("""
 def _sn40l(*args, env, timeout=180, cwd=None):
     return subprocess.run([sys.executable, "-m", "sn40l.cli", *args], capture_output=True,
                           text=True, env=env, timeout=timeout, cwd=cwd)
+
+
+def _stop_step_servers(*states: str) -> None:
+    """The scheduler's step fork server of this test's state directory outlives `cluster down`
+    of a cluster on an existing Ray (left for the scheduler to fix): end it here, by pid."""
+    import psutil
+
+    for p in psutil.process_iter(["cmdline", "environ"]):
+        try:
+            cmd = p.info["cmdline"] or []
+            if ("sn40l.scheduler.stepd" in cmd and "--serve" in cmd
+                    and cmd[cmd.index("--serve") + 1].endswith("/mn")
+                    and (p.info["environ"] or {}).get("SN40L_STATE_DIR") in states):
+                p.terminate()
+        except psutil.Error:
+            pass
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +137,8 @@ def multinode(tmp_path_factory):
         yield address, env, tmp
     finally:
         _sn40l("cluster", "down", "--name", "mn", env=env)
+        # the multi-node Ray's processes inherit this session's environment
+        _stop_step_servers(env["SN40L_STATE_DIR"], os.environ.get("SN40L_STATE_DIR", ""))
         keeper.stdin.close()
         try:
             keeper.wait(timeout=60)
@@ -185,3 +206,4 @@ def test_death_on_the_second_ray_node_is_named_within_the_timeout(multinode):
     assert len(checks["errors"]) == 15
     for err in checks["errors"]:
         assert "rank 15" in err and str(checks["victim"]) in err, err
+    assert checks["swept"] >= 1  # the victim's segments, which nothing else would remove
