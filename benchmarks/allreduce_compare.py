@@ -1,10 +1,17 @@
 """AllReduce side by side, in one run on this machine: sn40l's socket actors, torch.distributed
-with gloo, and mpi4py on Open MPI, 8 ranks each, float32, the same sizes. Not a test.
+with gloo (TCP), and mpi4py on Open MPI, the same number of ranks, float32, the same sizes.
+Not a test.
 
-torch and mpi4py are an optional extra (`pip install '.[bench]'`; Open MPI from Debian's
-`openmpi-bin libopenmpi-dev`); a baseline that is not installed is reported as such.
+One host (shared memory):            --ranks 8
+Two emulated nodes over TCP (as two hosts would talk; gloo is TCP too):
+                                     --ranks 16 --nodes 2 --transport net
+
+torch and mpi4py are an optional extra (`pip install '.[bench]'`, torch's CPU build; Open MPI
+from Debian's `openmpi-bin libopenmpi-dev`); a baseline that is not installed is reported as
+such.
 
     python benchmarks/allreduce_compare.py [--sizes 4K,64K,1M,16M,64M] [--ranks 8] [--iters 5]
+        [--nodes 1] [--transport auto]
 """
 
 from __future__ import annotations
@@ -120,6 +127,10 @@ def main() -> None:
     parser.add_argument("--sizes", default="4K,64K,1M,16M,64M")
     parser.add_argument("--ranks", type=int, default=8)
     parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--nodes", type=int, default=1, help="emulated nodes the ranks span")
+    parser.add_argument("--transport", default="auto", choices=["auto", "shm", "net"])
+    parser.add_argument("--skip", default="", help="comma list of baselines to leave out: "
+                                                   "gloo, mpi")
     parser.add_argument("--mpi-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -134,19 +145,28 @@ def main() -> None:
 
     sizes = parse_sizes(args.sizes)
     n = args.ranks
-    print(f"AllReduce, {n} ranks, float32, on this machine ({os.cpu_count()} cores); "
-          "medians of the slowest rank per iteration", flush=True)
+    nodes = args.nodes
+    if n % nodes:
+        raise SystemExit(f"--ranks {n} does not split over --nodes {nodes}")
+    per = n // nodes
+    print(f"AllReduce, {n} ranks ({nodes} emulated node(s), transport {args.transport}), "
+          f"float32, on this machine ({os.cpu_count()} cores); medians of the slowest rank "
+          "per iteration", flush=True)
     ensure_ray(None)
-    cluster = Cluster.start(nodes=1, sockets_per_node=8 if n <= 8 else 16, name="compare")
+    spn = 8 if per <= 8 else 16
+    cluster = Cluster.start(nodes=nodes, sockets_per_node=spn, name="compare")
+    ranks = [node * spn + s for node in range(nodes) for s in range(per)]
     try:
-        ours = {r["bytes"]: r for r in run(cluster, list(range(n)), sizes, args.iters)}
+        ours = {r["bytes"]: r for r in run(cluster, ranks, sizes, args.iters,
+                                           transport=args.transport)}
     finally:
         cluster.stop()
         ray.shutdown()
+    skip = set(filter(None, args.skip.split(",")))
     print("  sn40l done; torch gloo ...", flush=True)
-    gloo = run_gloo(n, sizes, args.iters)
+    gloo = "skipped" if "gloo" in skip else run_gloo(n, sizes, args.iters)
     print("  gloo done; Open MPI ...", flush=True)
-    mpi = run_mpi(n, sizes, args.iters)
+    mpi = "skipped" if "mpi" in skip else run_mpi(n, sizes, args.iters)
     b_add, b_copy = host_bandwidths()
 
     def cell(res, size):

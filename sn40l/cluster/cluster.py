@@ -19,6 +19,7 @@ from typing import Any, Iterable
 import ray
 
 from sn40l.cluster.actor import SocketActor
+from sn40l.cluster.rayauth import prepare_auth
 from sn40l.errors import ClusterError, ConfigError
 from sn40l.hardware.profile import Profile, load_profile
 from sn40l.socket.device import SocketId
@@ -77,7 +78,8 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None,
 
     ``auth="token"`` presents ~/.ray/auth_token, as a Ray head started by ``ray.init`` on this
     machine requires (see :func:`local_auth_mode`); clusters recorded by ``sn40l cluster up``
-    say which mode they use.
+    say which mode they use. Without ``auth``, whether the cluster wants a token is asked
+    first (:func:`sn40l.cluster.rayauth.prepare_auth`), so a missing token fails in one line.
     """
     if ray.is_initialized():
         return
@@ -89,6 +91,8 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None,
     else:
         if auth == "token":
             use_token_auth()
+        elif auth is None:
+            prepare_auth(address)
         ray.init(address=address, **kwargs)
 
 

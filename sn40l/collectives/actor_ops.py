@@ -11,9 +11,10 @@ from typing import Any
 import numpy as np
 import ray
 
-from sn40l.collectives.channel import Endpoint, endpoint_address
-from sn40l.collectives.communicator import Communicator, Member
-from sn40l.collectives.types import Transport
+from sn40l.collectives.communicator import Communicator
+from sn40l.collectives.endpoint import Endpoint, endpoint_address
+from sn40l.collectives.transport import Member, transport_class
+from sn40l.collectives.wire import KEY_BYTES
 from sn40l.errors import ConfigError
 from sn40l.socket.tensor import Tensor
 
@@ -41,35 +42,46 @@ class CollectiveOps:
         self._endpoint: Endpoint | None = None
         self._comms: dict[str, Communicator] = {}
         self._comm_lock = threading.Lock()
-        self._handles: dict[str, Any] = {}
 
     # -- set-up ---------------------------------------------------------------------------
     def _p2p(self) -> Endpoint:
         with self._comm_lock:
             if self._endpoint is None:
-                ep = Endpoint(endpoint_address(self.ident.cluster, self.ident.rank, os.getpid()))
+                ep = Endpoint(endpoint_address(self.ident.cluster, self.ident.rank, os.getpid()),
+                              ray.util.get_node_ip_address())
                 ep.start()
                 self._endpoint = ep
             return self._endpoint
 
     def p2p_info(self) -> dict:
-        """Where this socket's endpoint is (started on first call)."""
+        """Where this socket's endpoint is (started on first call): its Unix address on
+        this host and its TCP address for any host."""
         ep = self._p2p()
-        return {**self.identity(), "address": ep.address}
+        return {**self.identity(), "address": ep.address, "net": list(ep.net_address)}
+
+    def p2p_stats(self) -> dict:
+        """What this socket's endpoint dropped (by reason) and accepted."""
+        return self._p2p().stats()
 
     def init_collective_group(self, name: str, index: int, members: list[dict],
-                              timeout_s: float = 30.0, transport: str = "shm") -> None:
-        """Join group ``name`` as member ``index`` (called on every member by create_group)."""
+                              timeout_s: float = 30.0, transport: str = "shm",
+                              key: bytes = b"") -> None:
+        """Join group ``name`` as member ``index`` (called on every member by create_group,
+        which hands every member the group's secret ``key``)."""
+        if not isinstance(key, bytes) or len(key) != KEY_BYTES:
+            raise ConfigError(f"collective group {name!r} needs a {KEY_BYTES}-byte key")
+        cls = transport_class(transport)
         ep = self._p2p()
         with self._comm_lock:
             if name in self._comms:
                 raise ConfigError(f"collective group {name!r} already exists on socket "
                                   f"{self.ident.label}; destroy it first or pick another name")
             ms = [Member(i, m["rank"], m["node"], m["host"], m["pid"], m["address"],
-                         m["actor_name"]) for i, m in enumerate(members)]
-            self._comms[name] = Communicator(name, index, ms, self.socket, ep,
-                                             Transport.from_str(transport), timeout_s,
-                                             deliver_remote=self._deliver_remote)
+                         m["actor_name"], tuple(m["net"])) for i, m in enumerate(members)]
+            ep.register(name.encode(), key)
+            self._comms[name] = Communicator(name, index, ms, self.socket,
+                                             cls(ep, name.encode(), key, ms, index, timeout_s),
+                                             timeout_s)
 
     def destroy_collective_group(self, name: str) -> bool:
         with self._comm_lock:
@@ -88,18 +100,6 @@ class CollectiveOps:
 
     def collective_groups(self) -> list[str]:
         return sorted(self._comms)
-
-    # -- transport between hosts (Ray) ----------------------------------------------------
-    def p2p_deliver(self, message: bytes) -> None:
-        """Receive a message sent over the Ray transport (the bytes of one datagram)."""
-        self._p2p().deliver(message)
-
-    def _deliver_remote(self, member: Member, message: bytes) -> None:
-        handle = self._handles.get(member.actor_name)
-        if handle is None:
-            handle = self._handles[member.actor_name] = ray.get_actor(member.actor_name,
-                                                                      namespace="sn40l")
-        handle.p2p_deliver.remote(message)
 
     # -- Ray-callable wrappers ------------------------------------------------------------
     def _timed(self, fn, job: int | None) -> dict:

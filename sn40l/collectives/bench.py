@@ -43,11 +43,12 @@ def host_bandwidths(nbytes: int = 64 * 2**20, repeats: int = 5) -> tuple[float, 
 
 
 def run(cluster, ranks: list[int], sizes: list[int], iters: int = 5,
-        progress=None) -> list[dict]:
-    """One row per size: wall and modeled medians, algbw, busbw, the physical bound."""
+        progress=None, transport: str = "auto") -> list[dict]:
+    """One row per size: wall and modeled medians, algbw, busbw, the physical bound, over
+    the group's ``transport`` (auto, shm or net)."""
     n = len(ranks)
     name = f"bench-allreduce-{time.monotonic_ns()}"
-    create_group(cluster, ranks, name)
+    create_group(cluster, ranks, name, transport=transport)
     b_add, b_copy = host_bandwidths()
     rows = []
     try:

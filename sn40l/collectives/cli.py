@@ -6,6 +6,8 @@ import argparse
 import sys
 from sn40l.output import emit_json
 
+from sn40l.collectives.types import TransportKind
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmarks of the P2P layer")
@@ -16,6 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     ar.add_argument("--sizes", default="4K,64K,1M,16M,64M", help="comma list: 4K,64K,1M,...")
     ar.add_argument("--iters", type=int, default=5, help="timed iterations per size")
     ar.add_argument("--profile", default="sn40l")
+    ar.add_argument("--transport", default="auto", choices=[k.value for k in TransportKind],
+                    help="shm: shared memory (one host); net: TCP between the socket actors "
+                         "(what hosts use); auto: shm when the group is on one host")
     ar.add_argument("--json", action="store_true", help="print JSON rows")
     ar.set_defaults(func=cmd_allreduce)
 
@@ -38,13 +43,14 @@ def cmd_allreduce(args: argparse.Namespace) -> int:
         ranks = [n * spn + s for n in range(args.nodes) for s in range(args.sockets)]
         progress = None if args.json else (
             lambda r: print(f"  {r['bytes']} B done", file=sys.stderr, flush=True))
-        rows = run(cluster, ranks, sizes, args.iters, progress)
+        rows = run(cluster, ranks, sizes, args.iters, progress, args.transport)
     finally:
         cluster.stop()
     if args.json:
         emit_json(rows, indent=2)
     else:
-        print(f"AllReduce over {len(ranks)} sockets ({args.nodes} node(s)); wall = this machine, "
+        print(f"AllReduce over {len(ranks)} sockets ({args.nodes} node(s), transport "
+              f"{args.transport}); wall = this machine, "
               "modeled = SN40L virtual time; bound = (n-1)*S*(1/B_add + 1/B_copy) with numpy")
         print(format_table(rows))
     return 0

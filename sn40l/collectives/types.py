@@ -19,12 +19,13 @@ class ReduceOp(Choice):
         return {"sum": np.add, "max": np.maximum, "min": np.minimum}[self.value]
 
 
-class Transport(Choice):
-    """How payloads travel: shared memory on one host, Ray actor calls between hosts."""
+class TransportKind(Choice):
+    """How messages travel: Unix datagrams plus shared memory on one host, TCP between hosts;
+    ``auto`` picks shm when every member runs on one host and net otherwise."""
 
     AUTO = "auto"
     SHM = "shm"
-    RAY = "ray"
+    NET = "net"
 
 
 class AllReduceAlgo(Choice):
@@ -37,3 +38,12 @@ class AllReduceAlgo(Choice):
     STAR = "star"
     TREE = "tree"
     HIERARCHICAL = "hierarchical"
+
+
+class Drop(Choice):
+    """Why an endpoint dropped a datagram or frame (each counted in ``Endpoint.stats``)."""
+
+    MALFORMED = "malformed"  # too short, lengths that do not add up, unknown kind
+    UNKNOWN_GROUP = "unknown_group"  # no group of that name here (foreign, or destroyed)
+    BAD_MAC = "bad_mac"  # the MAC does not verify with the group's key: forged or damaged
+    BAD_HELLO = "bad_hello"  # a TCP connection that did not prove it holds a group's key
