@@ -12,6 +12,8 @@ import sys
 import time
 
 from sn40l.scheduler.client import Client, ControllerError, ControllerUnavailable
+from sn40l.scheduler.connect import connect
+from sn40l.scheduler.types import FINAL_STATES
 from sn40l.scheduler.getopt import Opt, Parser, UsageError
 
 COMMANDS = ("sbatch", "squeue", "scancel", "sinfo", "sacct", "scontrol", "srun")
@@ -19,31 +21,6 @@ COMMANDS = ("sbatch", "squeue", "scancel", "sinfo", "sacct", "scontrol", "srun")
 
 def _err(prog: str, msg: str) -> None:
     print(f"{prog}: error: {msg}", file=sys.stderr)
-
-
-def _client(prog: str) -> Client:
-    """A client of this cluster's controller; starts the controller if the cluster runs
-    without one (the first Slurm command after ``sn40l cluster up`` pays for connecting to
-    Ray once; the controller is detached and serves every later command)."""
-    client = Client()
-    try:
-        client.ping()
-        return client
-    except ControllerUnavailable:
-        pass
-    from sn40l.cluster.record import read_record
-
-    record = read_record(client.cluster)
-    if record is None:
-        raise ControllerUnavailable(
-            f"Unable to contact slurm controller (connect failure): no cluster "
-            f"{client.cluster!r} is running; start one with 'sn40l cluster up'")
-    from sn40l.cluster.cluster import ensure_ray
-    from sn40l.scheduler.controller import start_controller
-
-    ensure_ray(record["address"], auth=record.get("auth"))
-    start_controller(client.cluster, partitions=record.get("partitions"))
-    return client
 
 
 def run_command(name: str, argv: list[str]) -> int:
@@ -75,7 +52,7 @@ def cmd_sbatch(argv: list[str]) -> int:
     if req.get("help"):
         print(SBATCH_USAGE, end="")
         return 0
-    client = _client("sbatch")
+    client = connect("sbatch")
     try:
         out = client.call("submit", req=req)
     except ControllerError as exc:
@@ -104,10 +81,9 @@ def cmd_sbatch(argv: list[str]) -> int:
 
 
 def _wait_exit(client: Client, job_id: int) -> int:
-    final = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
     while True:
         recs = client.call("show_job", job=str(job_id))
-        if all(r["state"] in final for r in recs):
+        if all(r["state"] in FINAL_STATES for r in recs):
             return max((r.get("exit_code") or (1 if r["state"] != "COMPLETED" else 0))
                        for r in recs)
         time.sleep(0.1)
@@ -173,7 +149,7 @@ def cmd_squeue(argv: list[str]) -> int:
             args["all_states"] = True
         else:
             args["states"] = states
-    client = _client("squeue")
+    client = connect("squeue")
     try:
         jobs = client.call("queue", **args)
     except ControllerError as exc:
@@ -246,7 +222,7 @@ def cmd_scancel(argv: list[str]) -> int:
         _err("scancel", "No job identification provided")
         return 1
     try:
-        out = _client("scancel").call("cancel", **args)
+        out = connect("scancel").call("cancel", **args)
     except ControllerError as exc:
         _err("scancel", str(exc))
         return 1
@@ -274,7 +250,7 @@ def cmd_sinfo(argv: list[str]) -> int:
     if opts.get("help"):
         print("Usage: sinfo [-N] [-l] [-R] [-p partition] [-t states] [-h] [-o format]")
         return 0
-    info = _client("sinfo").call("nodes")
+    info = connect("sinfo").call("nodes")
     if opts.get("nodes"):
         wanted = set(hostlist.expand(opts["nodes"]))
         info["nodes"] = [n for n in info["nodes"] if n["name"] in wanted]
@@ -374,7 +350,7 @@ def cmd_sacct(argv: list[str]) -> int:
     else:
         fields = views.SACCT_DEFAULT
     try:
-        jobs = _client("sacct").call("sacct", **args)
+        jobs = connect("sacct").call("sacct", **args)
     except ControllerError as exc:
         _err("sacct", str(exc))
         return 1
@@ -424,7 +400,7 @@ def cmd_scontrol(argv: list[str]) -> int:
         if what == "hostlist":
             print(hostlist.compress((ident or "").split(",")))
             return 0
-        client = _client("scontrol")
+        client = connect("scontrol")
         if what in ("job", "jobs", "jobid"):
             try:
                 if ident:
@@ -463,7 +439,7 @@ def cmd_scontrol(argv: list[str]) -> int:
             return 0
         _err("scontrol", f"invalid entity: {args[1]} for keyword: show")
         return 1
-    client = _client("scontrol")
+    client = connect("scontrol")
     if verb in ("hold", "release", "uhold", "requeue", "requeuehold"):
         tokens = [t for a in args[1:] for t in a.split(",") if t]
         if not tokens:
@@ -504,7 +480,10 @@ def cmd_scontrol(argv: list[str]) -> int:
                 _err("scontrol", "update needs JobId= or NodeName=")
                 return 1
         except ControllerError as exc:
-            print(f"slurm_update error: {exc}", file=sys.stderr)
+            if exc.code == "InvalidValue":  # a value scontrol itself refuses, as Slurm's does
+                _err("scontrol", str(exc))
+            else:
+                print(f"slurm_update error: {exc}", file=sys.stderr)
             return 1
         return 0
     if verb == "write" and len(args) >= 3 and args[1].lower() == "batch_script":

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import msgpack
 
+from sn40l.errors import SchedulerError
+
 MAX_FRAME = 64 * 1024 * 1024
 
 
@@ -40,11 +42,11 @@ def endpoint(cluster: str | None = None, state: Path | None = None) -> str:
     return f"\0sn40l-slurmctld/{digest}/{cluster or cluster_name()}"
 
 
-class ControllerUnavailable(Exception):
+class ControllerUnavailable(SchedulerError):
     """No controller answers at the endpoint."""
 
 
-class ControllerError(Exception):
+class ControllerError(SchedulerError):
     """The controller refused a request; ``str`` is its message, ``code`` its kind."""
 
     def __init__(self, message: str, code: str = "error"):

@@ -24,19 +24,19 @@ import pwd
 import time
 from dataclasses import dataclass, field
 
+from sn40l.errors import SchedulerError
 from sn40l.scheduler import hostlist
 from sn40l.scheduler.request import SubmitError, parse_dependency
 from sn40l.scheduler.store import Store
+from sn40l.scheduler.types import FINAL_STATES, DepKind, DepStatus, JobState, KillCause, Reason
 
-FINAL_STATES = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
-                "PREEMPTED", "BOOT_FAIL", "DEADLINE")
 BASE_PRIORITY = 4294901760  # priority/basic: the first job gets the highest, then one less each
 BF_MAX_JOB_TEST = 100  # pending jobs the backfill pass considers (Slurm's bf_max_job_test)
 MIN_JOB_AGE_S = 300  # finished jobs stay visible to squeue this long (Slurm's MinJobAge)
 INF = math.inf
 
 
-class RequestError(Exception):
+class RequestError(SchedulerError):
     """A request refused by the controller; ``str`` is Slurm's text (e.g. "Invalid job id
     specified"), ``code`` a stable name for clients."""
 
@@ -711,8 +711,8 @@ class SchedulerCore:
                     try:
                         limit = parse_time_limit(value)
                     except ValueError:
-                        raise RequestError(f"Invalid TimeLimit value {value!r}",
-                                           "Invalid") from None
+                        raise RequestError(f"Invalid TimeLimit value: {value}",
+                                           "InvalidValue") from None
                     if not who.is_admin and job["state"] != "PENDING" and (
                             limit is None or (job["time_limit"] is not None
                                               and limit > job["time_limit"])):
@@ -730,7 +730,8 @@ class SchedulerCore:
                     job["partition"] = value
                 elif k in ("numnodes", "minnodes"):
                     self._pending_only(job, key)
-                    n = int(value.split("-")[0])
+                    n = _int_value(value.split("-")[0], "Invalid numeric value \"{}\" for "
+                                   "requested node count.", value, lo=1)
                     job["req"]["nodes"] = job["req"]["nodes_max"] = n
                     job["req"]["ntasks"] = max(job["req"]["ntasks"], n)
                 elif k == "dependency":
@@ -741,12 +742,13 @@ class SchedulerCore:
                         parse_dependency(value)
                         job["req"]["dependency"] = value
                 elif k == "nice":
-                    job["priority"] -= int(value) - int(job["req"].get("nice") or 0)
-                    job["req"]["nice"] = int(value)
+                    nice = _int_value(value, "Invalid Nice value: {}", value, lo=-2147483645)
+                    job["priority"] -= nice - int(job["req"].get("nice") or 0)
+                    job["req"]["nice"] = nice
                 elif k == "priority":
                     if not who.is_admin:
                         raise RequestError("Access/permission denied", "Permission")
-                    job["priority"] = int(value)
+                    job["priority"] = _int_value(value, "Invalid Priority value: {}", value)
                 elif k == "comment":
                     job["req"]["comment"] = value
                 elif k in ("starttime", "begintime"):
@@ -851,6 +853,17 @@ class SchedulerCore:
                  "max_time": p.max_time, "default_time": p.default_time,
                  "max_nodes": p.max_nodes, "state": p.state}
                 for p in self.partitions.values()]
+
+
+def _int_value(text: str, message: str, value: str, lo: int = 0) -> int:
+    """``text`` as an integer >= ``lo``, or the RequestError scontrol prints for it."""
+    try:
+        n = int(text.strip())
+    except ValueError:
+        n = None
+    if n is None or n < lo:
+        raise RequestError(message.format(value), "InvalidValue")
+    return n
 
 
 def _display_id(job: dict) -> str:

@@ -13,13 +13,14 @@ import re
 import shlex
 from dataclasses import dataclass
 
+from sn40l.errors import SchedulerError
 from sn40l.scheduler.getopt import Opt, Parser, UsageError
 from sn40l.scheduler.timespec import parse_begin, parse_time_limit
 
 MAX_ARRAY_SIZE = 1001  # Slurm's default MaxArraySize: indices 0..1000
 
 
-class SubmitError(Exception):
+class SubmitError(SchedulerError):
     """A submission refused before or by the controller. ``str`` is the full message as Slurm
     prints it (without the ``sbatch:`` prefix); ``exit_code`` is what the command exits with."""
 

@@ -20,7 +20,9 @@ import sys
 import threading
 import time
 
+from sn40l.scheduler.connect import connect
 from sn40l.scheduler.getopt import Opt, Parser
+from sn40l.scheduler.types import FINAL_STATES
 
 SRUN_OPTS = [
     Opt("n", "ntasks", "yes", "ntasks"), Opt("N", "nodes", "yes", "nodes"),
@@ -61,7 +63,6 @@ def _flag(key: str, value) -> list[str]:
 
 
 def _allocate_and_run(opts: dict, command: list[str]) -> int:
-    from sn40l.scheduler.cli import _client
     from sn40l.scheduler.client import ControllerError, state_dir
     from sn40l.scheduler.request import SubmitError, build_request
 
@@ -82,7 +83,7 @@ def _allocate_and_run(opts: dict, command: list[str]) -> int:
     except SubmitError as exc:
         print(f"srun: {exc}", file=sys.stderr)
         return exc.exit_code if exc.exit_code != 255 else 1
-    client = _client("srun")
+    client = connect("srun")
     try:
         job_id = client.call("submit", req=req)["job_id"]
     except ControllerError as exc:
@@ -90,7 +91,6 @@ def _allocate_and_run(opts: dict, command: list[str]) -> int:
         return 1
     if not opts.get("quiet"):
         print(f"srun: job {job_id} queued and waiting for resources", file=sys.stderr)
-    final = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
     pos = 0
     announced = False
     try:
@@ -100,7 +100,7 @@ def _allocate_and_run(opts: dict, command: list[str]) -> int:
                 print(f"srun: job {job_id} has been allocated resources", file=sys.stderr)
                 announced = True
             pos = _drain(out_path, pos)
-            if rec["state"] in final:
+            if rec["state"] in FINAL_STATES:
                 time.sleep(0.05)
                 _drain(out_path, pos)
                 break

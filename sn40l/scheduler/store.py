@@ -13,6 +13,8 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from sn40l.scheduler.types import ACTIVE_STATES
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY,
@@ -44,7 +46,6 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 """
 
-ACTIVE_STATES = ("PENDING", "RUNNING", "COMPLETING", "REQUEUED", "SUSPENDED")
 
 
 class Store:
