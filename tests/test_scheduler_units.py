@@ -9,10 +9,13 @@ from datetime import datetime
 import pytest
 
 from sn40l.scheduler import hostlist
-from sn40l.scheduler.controller import expand_pattern
+from sn40l.scheduler.controller import array_step, batch_step_state, expand_pattern
+from sn40l.scheduler.core import end_reason
 from sn40l.scheduler.getopt import Opt, Parser, UsageError
-from sn40l.scheduler.request import (SubmitError, batch_directives, build_request, parse_array,
-                                     parse_dependency, parse_gres)
+from sn40l.scheduler.request import (SignalSpec, SubmitError, batch_directives, build_request,
+                                     parse_array, parse_dependency, parse_gres, parse_signal)
+from sn40l.scheduler.srun import failure_lines
+from sn40l.scheduler.types import JobState, Reason
 from sn40l.scheduler.timespec import (format_duration, parse_begin, parse_time_limit)
 
 
@@ -130,3 +133,62 @@ def test_output_patterns():
     assert expand_pattern("o-%A_%a-%j-%x-%u-%N-%%.txt", job) == \
         "o-40_1-41-train-ada-sn01-%.txt"
     assert expand_pattern("slurm-%5j.out", dict(job, array_job_id=None)) == "slurm-00041.out"
+
+
+# -- sbatch input: environment, directives, --signal (checked on Slurm 22.05) --------------
+def _req(tmp_path, argv, env=None, script=None):
+    if script is not None:
+        (tmp_path / "s.sh").write_text(script)
+        argv = [*argv, "s.sh"]
+    return build_request(argv, env=env or {}, cwd=str(tmp_path))
+
+
+def test_sbatch_env_beats_directives_and_the_command_line_beats_both(tmp_path):
+    script = "#!/bin/sh\n#SBATCH -J directive\n#SBATCH -p fromdirective\ntrue\n"
+    env = {"SBATCH_JOB_NAME": "fromenv", "SBATCH_TIMELIMIT": "7", "SBATCH_REQUEUE": ""}
+    req = _req(tmp_path, [], env, script)
+    assert (req["name"], req["time_limit"], req["partition"]) == ("fromenv", 420,
+                                                                   "fromdirective")
+    req = _req(tmp_path, ["-J", "cli", "-t", "1"], env, script)
+    assert (req["name"], req["time_limit"]) == ("cli", 60)
+
+
+def test_only_a_directive_at_the_start_of_a_line_counts():
+    script = "#!/bin/sh\n  #SBATCH -J indented\n#SBATCH  -J two\n\t#SBATCH -N 4\ntrue\n"
+    assert batch_directives(script) == ["-J", "two"]
+
+
+@pytest.mark.parametrize("text,spec", [
+    ("USR1", SignalSpec(10, 60, False)), ("B:USR1@30", SignalSpec(10, 30, True)),
+    ("SIGTERM@5", SignalSpec(15, 5, False)), ("R:12@90", SignalSpec(12, 90, False)),
+])
+def test_signal_option_forms(text, spec):
+    assert parse_signal(text) == spec
+
+
+@pytest.mark.parametrize("bad", ["NOPE", "B:", "X:USR1", "USR1@soon", "99"])
+def test_bad_signal_option_is_refused(bad):
+    with pytest.raises(SubmitError, match="Invalid --signal specification"):
+        parse_signal(bad)
+
+
+def test_array_task_step_follows_slurm():
+    assert [array_step(t) for t in ("0-6:3", "1,3,7", "0-3", "0-15:4%2", None)] == \
+        [3, 1, 1, 4, 1]
+
+
+def test_srun_failure_lines_group_tasks_per_node():
+    assert failure_lines([5, 5, 5], ["node1", "node1", "node2"]) == [
+        "srun: error: node2: task 2: Exited with exit code 5",
+        "srun: error: node1: tasks 0-1: Exited with exit code 5"]
+    assert failure_lines([0, 0], ["a", "b"]) == []
+
+
+def test_end_states_and_reasons_as_slurm_reports_them():
+    assert batch_step_state(JobState.TIMEOUT, 15) == JobState.CANCELLED
+    assert batch_step_state(JobState.FAILED, 9) == JobState.CANCELLED
+    assert batch_step_state(JobState.FAILED, 0) == JobState.FAILED
+    assert end_reason(JobState.TIMEOUT, 0, 15) == Reason.TIME_LIMIT
+    assert end_reason(JobState.FAILED, 3, 0) == Reason.NON_ZERO_EXIT_CODE
+    assert end_reason(JobState.FAILED, 0, 53) == Reason.JOB_LAUNCH_FAILURE
+    assert end_reason(JobState.COMPLETED, 0, 0) == Reason.NONE

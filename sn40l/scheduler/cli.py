@@ -105,8 +105,8 @@ def _state_list(text: str) -> list[str] | None:
     from sn40l.scheduler.views import LONG_STATES, STATE_CODES
 
     out = []
-    for s in text.split(","):
-        s = s.strip().upper()
+    for typed in text.split(","):
+        s = typed.strip().upper()
         if s == "ALL":
             return None
         if s in LONG_STATES:
@@ -114,7 +114,7 @@ def _state_list(text: str) -> list[str] | None:
         elif s in STATE_CODES:
             out.append(s)
         else:
-            raise ValueError(s)
+            raise ValueError(typed.strip())
     return out
 
 
@@ -143,7 +143,10 @@ def cmd_squeue(argv: list[str]) -> int:
         try:
             states = _state_list(opts["states"])
         except ValueError as exc:
+            from sn40l.scheduler.types import SQUEUE_VALID_STATES
+
             _err("squeue", f"Invalid job state specified: {exc}")
+            _err("squeue", f"Valid job states include: {SQUEUE_VALID_STATES}")
             return 1
         if states is None:
             args["all_states"] = True
@@ -155,8 +158,7 @@ def cmd_squeue(argv: list[str]) -> int:
     except ControllerError as exc:
         print(f"slurm_load_jobs error: {exc}", file=sys.stderr)
         return 1
-    if not opts.get("array"):
-        jobs = views.collapse_arrays(jobs)
+    jobs = views.squeue_order(jobs) if opts.get("array") else views.collapse_arrays(jobs)
     fmt = opts.get("format") or (views.SQUEUE_LONG if opts.get("long") else
                                  views.SQUEUE_DEFAULT)
     now = time.time()

@@ -40,6 +40,7 @@ from sn40l.scheduler.core import (FINAL_STATES, Partition, RequestError, Schedul
                                   _display_id)
 from sn40l.scheduler.store import Store
 from sn40l.scheduler.timespec import parse_time_limit
+from sn40l.scheduler.types import JobState
 
 log = logging.getLogger("sn40l.scheduler")
 
@@ -113,6 +114,7 @@ class ControllerActor:
         self.stop_event = threading.Event()
         self.kills: dict[int, float] = {}  # job id -> when SIGKILL follows the SIGTERM
         self.pids: dict[tuple[int, int], dict] = {}  # (job id, run) -> the step's pids
+        self.warned: set[tuple[int, int]] = set()  # (job id, run) sent its --signal
         self.launch_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="launch")
         self.started_at = time.time()
         self.stepd_name = "sn40l-stepd" + endpoint(cluster, self.state)[len("\0sn40l-slurmctld"):]
@@ -210,7 +212,8 @@ class ControllerActor:
                     continue
                 if states and j["state"] not in states:
                     continue
-                if not states and not jobs and not all_states and j["state"] in FINAL_STATES:
+                if not states and not all_states and j["state"] in FINAL_STATES:
+                    # squeue -j of a finished job prints nothing, so wait loops end
                     continue
                 if partitions and j["partition"] not in partitions:
                     continue
@@ -226,7 +229,14 @@ class ControllerActor:
             for j in found:
                 if not self.core.visible(who, j):
                     raise RequestError("Access/permission denied", "Permission")
-            return [_public(j, full=True) for j in found]
+            out = []
+            for j in found:
+                shown = _public(j, full=True)
+                shown["stdout_path"] = os.path.normpath(self._out_path(j, "output"))
+                shown["stderr_path"] = os.path.normpath(self._out_path(j, "error"))
+                shown["dependency_shown"] = self.core.dependency_text(j)
+                out.append(shown)
+            return out
 
     def op_cancel(self, who: Who, jobs: list[str] | None = None, user: str | None = None,
                   name: str | None = None, states: list[str] | None = None,
@@ -512,7 +522,8 @@ class ControllerActor:
                         "SLURM_ARRAY_TASK_ID": str(job["array_task_id"]),
                         "SLURM_ARRAY_TASK_COUNT": str(len(tasks)),
                         "SLURM_ARRAY_TASK_MIN": str(min(tasks)),
-                        "SLURM_ARRAY_TASK_MAX": str(max(tasks))})
+                        "SLURM_ARRAY_TASK_MAX": str(max(tasks)),
+                        "SLURM_ARRAY_TASK_STEP": str(array_step(req.get("array_text")))})
         return env
 
     # -- monitoring ------------------------------------------------------------------------
@@ -567,6 +578,15 @@ class ControllerActor:
                 self._kill(job)
             elif job.get("kill_reason") and job["id"] not in self.kills:
                 self._kill(job)
+            elif (limit is not None and job["req"].get("signal")
+                    and (job["id"], job.get("restarts", 0)) not in self.warned
+                    and now >= job["start_time"] + limit - job["req"]["signal"]["seconds"]):
+                self.warned.add((job["id"], job.get("restarts", 0)))
+                spec = job["req"]["signal"]
+                if spec["batch_only"]:  # B: the batch shell alone
+                    _kill_pid(pid_info["pgid"], spec["signum"])
+                else:
+                    _killpg(pid_info["pgid"], spec["signum"])
             deadline = self.kills.get(job["id"])
             if deadline is not None and now >= deadline:
                 _killpg(pid_info["pgid"], signal.SIGKILL)
@@ -576,17 +596,19 @@ class ControllerActor:
         with self.lock:
             if job["state"] != "RUNNING":
                 return
+            # an I/O set-up failure reports -53: FAILED 0:53, Reason JobLaunchFailure (Slurm)
             state, code, sig = self.core.final_state_for(job, int(info["returncode"]))
             if info.get("error"):
                 job["launch_error"] = info["error"]
             self.core.completing(job, state, code, sig)
             self.store.put_step(job["id"], "batch", {
-                "step": "batch", "name": "batch", "state": state,
+                "step": "batch", "name": "batch", "state": batch_step_state(state, sig),
                 "start_time": job["start_time"], "end_time": job["end_time"],
                 "exit_code": code, "exit_signal": sig, "ntasks": 1, "nodes": [job["batch_host"]],
                 "cpus": job["alloc"][job["batch_host"]]["cpus"]})
         self.kills.pop(job["id"], None)
         self.pids.pop((job["id"], job.get("restarts", 0)), None)
+        self.warned.discard((job["id"], job.get("restarts", 0)))
         self._release(job)
 
     def _release(self, job: dict) -> None:
@@ -676,6 +698,23 @@ class ControllerActor:
         return revived
 
 
+def batch_step_state(job_state: str, signal_num: int) -> str:
+    """The ``.batch`` step's state in sacct: CANCELLED when the batch shell was killed by a
+    signal (time limit, scancel, a kill, a launch failure), as Slurm reports it; else the job's."""
+    if signal_num and job_state in (JobState.FAILED, JobState.TIMEOUT, JobState.CANCELLED):
+        return JobState.CANCELLED
+    return job_state
+
+
+def array_step(text: str | None) -> int:
+    """SLURM_ARRAY_TASK_STEP: the stride of a single ``lo-hi:step`` range, else 1 (as Slurm
+    22.05 sets it for ``0-6:3`` and for ``1,3,7``)."""
+    import re
+
+    m = re.match(r"^\d+-\d+:(\d+)(%\d+)?$", (text or "").strip())
+    return int(m.group(1)) if m else 1
+
+
 def _per_node(value: int, n: int) -> str:
     return str(value) if n == 1 else f"{value}(x{n})"
 
@@ -728,6 +767,13 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+def _kill_pid(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _killpg(pgid: int, signum: int) -> None:

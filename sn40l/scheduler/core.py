@@ -240,8 +240,9 @@ class SchedulerCore:
         if req.get("test_only"):
             start, nodes = self._estimate(probe, now)
             cpus, _, _ = self._need(probe)
+            # Slurm gives the probe a job id of its own (the next submission gets the one after)
             return {"test_only": True, "start": start, "nodes": nodes, "partition": partition,
-                    "cpus": cpus * len(nodes)}
+                    "cpus": cpus * len(nodes), "job_id": self.store.next_job_id()}
         indices = req.get("array")
         count = len(indices) if indices else 1
         first = self.store.peek_job_id()
@@ -284,6 +285,28 @@ class SchedulerCore:
         if "ok" in results:
             return "ok"
         return "never" if all(r == "never" for r in results) else "wait"
+
+    def dependency_text(self, job: dict) -> str:
+        """Dependency= as scontrol shows it: the terms not yet satisfied, each marked
+        ``(unfulfilled)`` or ``(failed)`` (``afterok:12(unfulfilled),afterok:13(failed)``);
+        ``(null)`` when none is left."""
+        text = job["req"].get("dependency")
+        if not text:
+            return "(null)"
+        mode, deps = parse_dependency(text)
+        shown = []
+        for dep in deps:
+            status = self._term_status(job, dep)
+            if status == DepStatus.OK:
+                continue
+            mark = "failed" if status == DepStatus.NEVER else "unfulfilled"
+            if dep.kind == DepKind.SINGLETON:
+                shown.append(f"singleton({mark})")
+                continue
+            ref = str(dep.job) + (f"_{dep.task}" if dep.task is not None else "")
+            ref += f"+{dep.delay_min}" if dep.delay_min else ""
+            shown.append(f"{dep.kind}:{ref}({mark})")
+        return ("?" if mode == "any" else ",").join(shown) or "(null)"
 
     def _term_status(self, job: dict, dep) -> str:
         if dep.kind == "singleton":
@@ -502,7 +525,8 @@ class SchedulerCore:
             self._requeue(job, hold=job.pop("requeue_hold", False))
         else:
             job["state"] = final
-            job["reason"] = "None"
+            job["reason"] = end_reason(final, job.get("exit_code") or 0,
+                                       job.get("exit_signal") or 0)
         self._save(job)
 
     def _requeue(self, job: dict, hold: bool = False) -> None:
@@ -582,10 +606,11 @@ class SchedulerCore:
         if tokens:
             for tok in tokens:
                 try:
-                    jobs = self.jobs_for(tok)
-                except RequestError as exc:
-                    errors.append(f"Kill job error on job id {tok}: {exc}")
+                    jobs = self._resolve_ids(tok)
+                except RequestError:
+                    errors.append(f"Invalid job id {tok}")
                     continue
+                # Slurm 22.05's scancel says nothing (exit 0) for an id it does not know
                 denied = [j for j in jobs if not self._may_modify(who, j)]
                 if denied:
                     errors.append(f"Kill job error on job id {tok}: Access/permission denied")
@@ -609,10 +634,7 @@ class SchedulerCore:
         kill, sig, done = [], [], []
         for job in targets:
             if job["state"] in FINAL_STATES:
-                if tokens:
-                    errors.append(f"Kill job error on job id {_display_id(job)}: Job/step "
-                                  "already completing or completed")
-                continue
+                continue  # Slurm 22.05: finished jobs are skipped without a message
             if signal is not None:
                 if job["state"] == "RUNNING":
                     sig.append(job)
@@ -853,6 +875,17 @@ class SchedulerCore:
                  "max_time": p.max_time, "default_time": p.default_time,
                  "max_nodes": p.max_nodes, "state": p.state}
                 for p in self.partitions.values()]
+
+
+def end_reason(state: str, exit_code: int, signal_num: int) -> Reason:
+    """Reason= of a finished job as Slurm 22.05 sets it: TimeLimit for TIMEOUT;
+    NonZeroExitCode for a script's non-zero exit; JobLaunchFailure when the batch shell died of
+    a signal (as observed for both ``kill -9 $$`` and an unopenable -o file); else None."""
+    if state == JobState.TIMEOUT:
+        return Reason.TIME_LIMIT
+    if state == JobState.FAILED:
+        return Reason.JOB_LAUNCH_FAILURE if signal_num else Reason.NON_ZERO_EXIT_CODE
+    return Reason.NONE
 
 
 def _int_value(text: str, message: str, value: str, lo: int = 0) -> int:

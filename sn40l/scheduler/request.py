@@ -64,6 +64,7 @@ SBATCH_OPTS = [
     Opt("", "comment", "yes", "comment"),
     Opt("", "open-mode", "yes", "open_mode"),
     Opt("", "wrap", "yes", "wrap"),
+    Opt("", "signal", "yes", "signal"),
     Opt("", "nice", "optional", "nice"),
     Opt("", "priority", "yes", "priority"),
     Opt("W", "wait", "no", "wait"),
@@ -243,8 +244,8 @@ def batch_directives(script: str) -> list[str]:
             continue
         if not stripped.startswith("#"):
             break
-        if stripped.startswith("#SBATCH"):
-            rest = stripped[len("#SBATCH"):]
+        if line.startswith("#SBATCH"):  # only at the start of the line, as sbatch reads it
+            rest = line[len("#SBATCH"):]
             if rest and not rest[0].isspace():
                 continue  # e.g. '#SBATCHX': not a directive
             args += shlex.split(rest, comments=True)
@@ -319,13 +320,78 @@ def build_request(argv: list[str], env: dict[str, str] | None = None,
             batch_directives(script))
     except UsageError as exc:
         raise SubmitError(f"{str(exc)[len(prog) + 2:]} (in an #SBATCH line)", 255) from None
-    merged = {**directives, **cli}  # the command line overrides #SBATCH lines
+    # Slurm's precedence: the command line, then SBATCH_* variables, then #SBATCH lines
+    merged = {**directives, **input_env_options(env), **cli}
     req = resolve(merged, env, cwd)
     req.update(script=script, script_args=script_args,
                name=merged.get("job_name") or default_name,
+               wrapped="wrap" in cli,  # scontrol shows Command=(null) for these
                command=cli.get("wrap") if "wrap" in cli else (
                    os.path.abspath(os.path.join(cwd, operands[0])) if operands else None))
     return req
+
+
+# sbatch's input environment variables (sbatch(1), INPUT ENVIRONMENT VARIABLES) that name an
+# option we take; the value is the option's key in the parsed options.
+SBATCH_INPUT_ENV = {
+    "SBATCH_ACCOUNT": "account", "SBATCH_ARRAY_INX": "array", "SBATCH_CLUSTERS": "cluster",
+    "SBATCH_EXCLUSIVE": "exclusive", "SBATCH_EXPORT": "export", "SBATCH_GRES": "gres",
+    "SBATCH_GPUS": "gpus", "SBATCH_JOB_NAME": "job_name", "SBATCH_MEM_PER_CPU": "mem_per_cpu",
+    "SBATCH_MEM_PER_NODE": "mem", "SBATCH_NO_REQUEUE": "no_requeue",
+    "SBATCH_OPEN_MODE": "open_mode", "SBATCH_PARTITION": "partition", "SBATCH_QOS": "qos",
+    "SBATCH_REQUEUE": "requeue", "SBATCH_SIGNAL": "signal", "SBATCH_TIMELIMIT": "time",
+    "SBATCH_WAIT": "wait",
+}
+_FLAG_OPTIONS = {"no_requeue", "requeue", "wait"}
+
+
+def input_env_options(env: dict[str, str]) -> dict:
+    """The options set by ``SBATCH_*`` variables in ``env`` (flags by their presence)."""
+    out: dict = {}
+    for var, key in SBATCH_INPUT_ENV.items():
+        if var in env:
+            value = env[var]
+            out[key] = True if key in _FLAG_OPTIONS or (key == "exclusive" and not value) \
+                else value
+    return out
+
+
+@dataclass(frozen=True)
+class SignalSpec:
+    """``--signal=[{R|B}:]SIG[@TIME]``: send ``signum`` ``seconds`` before the time limit,
+    to the batch shell only (``B:``) or to the job's steps."""
+
+    signum: int
+    seconds: int = 60
+    batch_only: bool = False
+
+
+def parse_signal(text: str) -> SignalSpec:
+    """Slurm's --signal value; the signal by number or name (``USR1``, ``SIGUSR1``)."""
+    import signal as _signal
+
+    bad = SubmitError(f"error: Invalid --signal specification: {text}", 255)
+    body = text.strip()
+    batch_only = False
+    head, colon, rest = body.partition(":")
+    if colon:
+        if head not in ("B", "R", "BR", "RB"):
+            raise bad
+        batch_only = "B" in head
+        body = rest
+    sig_text, at, time_text = body.partition("@")
+    if sig_text.isdigit():
+        signum = int(sig_text)
+    else:
+        name = sig_text.upper()
+        signum = getattr(_signal, name if name.startswith("SIG") else "SIG" + name, None)
+        if not isinstance(signum, int):
+            raise bad
+    if not 0 < signum < 65:
+        raise bad
+    if at and not time_text.isdigit():
+        raise bad
+    return SignalSpec(int(signum), int(time_text) if at else 60, batch_only)
 
 
 def resolve(o: dict, env: dict[str, str], cwd: str) -> dict:
@@ -408,6 +474,10 @@ def resolve(o: dict, env: dict[str, str], cwd: str) -> dict:
                 "mail_user", "comment"):
         if key in o:
             req[key] = str(o[key])
+    if "signal" in o:
+        spec = parse_signal(str(o["signal"]))
+        req["signal"] = {"signum": spec.signum, "seconds": spec.seconds,
+                         "batch_only": spec.batch_only, "text": str(o["signal"])}
     if "open_mode" in o:
         if str(o["open_mode"]) not in ("append", "truncate"):
             raise SubmitError(f"error: Invalid --open-mode specification {o['open_mode']!r}; "

@@ -22,7 +22,7 @@ import time
 
 from sn40l.scheduler.connect import connect
 from sn40l.scheduler.getopt import Opt, Parser
-from sn40l.scheduler.types import FINAL_STATES
+from sn40l.scheduler.types import FINAL_STATES, JobState
 
 SRUN_OPTS = [
     Opt("n", "ntasks", "yes", "ntasks"), Opt("N", "nodes", "yes", "nodes"),
@@ -73,7 +73,9 @@ def _allocate_and_run(opts: dict, command: list[str]) -> int:
     out_dir = state_dir() / "srun"
     out_dir.mkdir(parents=True, exist_ok=True)
     out_path = out_dir / f"srun-{os.getpid()}-{time.time_ns()}.out"
-    argv = [f"--output={out_path}", f"--job-name={opts.get('job_name') or command[0]}"]
+    err_path = out_path.with_suffix(".err")  # the tasks' stderr stays stderr
+    argv = [f"--output={out_path}", f"--error={err_path}",
+            f"--job-name={opts.get('job_name') or command[0]}"]
     for key in ALLOC_KEYS:
         if key in opts and key != "job_name":
             argv += _flag(key, opts[key])
@@ -89,20 +91,25 @@ def _allocate_and_run(opts: dict, command: list[str]) -> int:
     except ControllerError as exc:
         print(f"srun: error: Unable to allocate resources: {exc}", file=sys.stderr)
         return 1
-    if not opts.get("quiet"):
-        print(f"srun: job {job_id} queued and waiting for resources", file=sys.stderr)
-    pos = 0
-    announced = False
+    pos = err_pos = 0
+    waited = False  # Slurm speaks only when the allocation had to wait
     try:
         while True:
             rec = client.call("show_job", job=str(job_id))[0]
-            if rec["state"] == "RUNNING" and not announced and not opts.get("quiet"):
+            if rec["state"] == "PENDING" and not waited:
+                waited = True
+                if not opts.get("quiet"):
+                    print(f"srun: job {job_id} queued and waiting for resources",
+                          file=sys.stderr)
+            elif rec["state"] != "PENDING" and waited and not opts.get("quiet"):
                 print(f"srun: job {job_id} has been allocated resources", file=sys.stderr)
-                announced = True
+                waited = None
             pos = _drain(out_path, pos)
+            err_pos = _drain(err_path, err_pos, sys.stderr)
             if rec["state"] in FINAL_STATES:
                 time.sleep(0.05)
                 _drain(out_path, pos)
+                _drain(err_path, err_pos, sys.stderr)
                 break
             time.sleep(0.05)
     except KeyboardInterrupt:
@@ -110,18 +117,19 @@ def _allocate_and_run(opts: dict, command: list[str]) -> int:
         print(f"srun: Job step aborted: cancelled job {job_id}", file=sys.stderr)
         return 130
     finally:
-        try:
-            out_path.unlink()
-        except OSError:
-            pass
-    if rec["state"] != "COMPLETED":
+        for path in (out_path, err_path):
+            try:
+                path.unlink()
+            except OSError:
+                pass
+    if rec["state"] not in (JobState.COMPLETED, JobState.FAILED):  # FAILED: tasks reported
         print(f"srun: error: job {job_id} ended {rec['state']}", file=sys.stderr)
     code = rec.get("exit_code") or 0
     sig = rec.get("exit_signal") or 0
     return code if code else (128 + sig if sig else (0 if rec["state"] == "COMPLETED" else 1))
 
 
-def _drain(path, pos: int) -> int:
+def _drain(path, pos: int, stream=None) -> int:
     try:
         with open(path, "rb") as f:
             f.seek(pos)
@@ -129,8 +137,9 @@ def _drain(path, pos: int) -> int:
     except OSError:
         return pos
     if data:
-        sys.stdout.buffer.write(data)
-        sys.stdout.flush()
+        stream = stream or sys.stdout
+        stream.buffer.write(data)
+        stream.flush()
     return pos + len(data)
 
 
@@ -211,11 +220,13 @@ def _step(opts: dict, command: list[str]) -> int:
             return 2
         procs.append(p)
 
+    width = len(str(ntasks - 1))  # srun -l pads labels: " 0:" ... "11:"
+
     def pump(stream, out, task: int) -> None:
         for line in iter(stream.readline, b""):
             with lock:
                 if label:
-                    out.write(f"{task}: ".encode())
+                    out.write(f"{task:>{width}}: ".encode())
                 out.write(line)
                 out.flush()
 
@@ -228,6 +239,8 @@ def _step(opts: dict, command: list[str]) -> int:
     codes = [p.wait() for p in procs]
     for t in pumps:
         t.join()
+    for line in failure_lines(codes, [step_nodes[t // per_node] for t in range(ntasks)]):
+        print(line, file=sys.stderr)
     worst = 0
     sig = 0
     for c in codes:
@@ -247,3 +260,39 @@ def _step(opts: dict, command: list[str]) -> int:
     if sig and not worst:
         return 128 + sig
     return worst
+
+
+def failure_lines(codes: list[int], task_nodes: list[str]) -> list[str]:
+    """srun's report of failed tasks, one line per node and outcome, as Slurm prints it:
+    ``srun: error: sn01: tasks 0-1: Exited with exit code 5`` (negative codes are signals)."""
+    groups: dict[tuple[str, int], list[int]] = {}
+    for task, code in enumerate(codes):
+        if code:
+            groups.setdefault((task_nodes[task], code), []).append(task)
+    lines = []
+    for (node, code), tasks in sorted(groups.items(), key=lambda g: (-g[1][-1], g[0])):
+        label = f"task {tasks[0]}" if len(tasks) == 1 else f"tasks {_ranges(tasks)}"
+        what = (f"Exited with exit code {code}" if code > 0 else
+                f"{_signal_name(-code)}")
+        lines.append(f"srun: error: {node}: {label}: {what}")
+    return lines
+
+
+def _signal_name(signum: int) -> str:
+    import signal
+
+    try:
+        return {signal.SIGKILL: "Killed", signal.SIGTERM: "Terminated"}.get(
+            signum, signal.Signals(signum).name)
+    except ValueError:
+        return f"Signal {signum}"
+
+
+def _ranges(ids: list[int]) -> str:
+    """``0-2,5`` for [0, 1, 2, 5] (ids sorted)."""
+    parts, lo = [], ids[0]
+    for prev, cur in zip(ids, ids[1:] + [None]):
+        if cur != prev + 1 if cur is not None else True:
+            parts.append(str(lo) if lo == prev else f"{lo}-{prev}")
+            lo = cur
+    return ",".join(parts)

@@ -25,7 +25,7 @@ SQUEUE_LONG = "%.18i %.9P %.8j %.8u %.8T %.10M %.9l %.6D %R"
 SINFO_DEFAULT = "%#P %.5a %.10l %.6D %.6t %N"
 SINFO_NODES = "%#N %.6D %#P %6t"
 SINFO_LONG = "%#P %.5a %.10l %.10s %.4r %.8h %.10g %.6D %.11T %N"
-SINFO_NODES_LONG = "%#N %.6D %#P %.11T %.4c %.8z %.8m %.8G %.6w %20E"
+SINFO_NODES_LONG = "%#N %.6D %#P %.11T %4c %.8z %.6m %.8d %.6w %.8f %20E"  # Slurm 22.05
 
 SQUEUE_HEADERS = {"i": "JOBID", "A": "JOBID", "F": "ARRAY_JOB_ID", "K": "ARRAY_TASK_ID",
                   "j": "NAME", "u": "USER", "U": "UID", "t": "ST", "T": "STATE", "M": "TIME",
@@ -105,8 +105,16 @@ def collapse_arrays(jobs: list[dict]) -> list[dict]:
         throttle = first.get("array_throttle") or 0
         first["display_id"] = f"{array_id}_[{body}{'%' + str(throttle) if throttle else ''}]"
         out.append(first)
-    out.sort(key=lambda j: (j.get("array_job_id") or j["id"], j.get("array_task_id") or 0))
-    return out
+    return squeue_order(out)
+
+
+def squeue_order(jobs: list[dict]) -> list[dict]:
+    """squeue's default order (``-S P,t,-p``): partition, then state by its code (so PD rows
+    come before R), then priority, highest first; ties by job id and array task."""
+    return sorted(jobs, key=lambda j: (j["partition"], STATE_CODES.get(j["state"], j["state"]),
+                                       -(j.get("priority") or 0),
+                                       j.get("array_job_id") or j["id"],
+                                       j.get("array_task_id") or 0))
 
 
 def _nodelist(job: dict) -> str:
@@ -508,10 +516,10 @@ def render_sacct(rows: list[dict], fields: list[str], header: bool = True,
 
 # -- scontrol show ------------------------------------------------------------------------
 def show_job(job: dict, now: float | None = None) -> str:
+    """``scontrol show job``: Slurm 22.05's lines and field order (tests/golden/)."""
     now = now or time.time()
     req = job["req"]
     alloc = job.get("alloc") or {}
-    state = job["state"]
     run = format_duration(((job.get("end_time") or now) - job["start_time"]), "sacct") \
         if job.get("start_time") else "00:00:00"
     n = req["nodes"]
@@ -519,47 +527,94 @@ def show_job(job: dict, now: float | None = None) -> str:
     cpus = sum(a["cpus"] for a in alloc.values()) if alloc else \
         n * tpn * (req.get("cpus_per_task") or 1)
     code = f"{job.get('exit_code') or 0}:{job.get('exit_signal') or 0}"
+    if alloc:
+        tres = _job_tres(cpus, sum(a["mem"] for a in alloc.values()), len(alloc),
+                         sum(len(a["sockets"]) for a in alloc.values()))
+    else:
+        mem = req.get("mem_mb") or (req.get("mem_per_cpu_mb") or 0) * tpn * (
+            req.get("cpus_per_task") or 1)
+        tres = _job_tres(cpus, mem * n, n, req.get("gres_rdu", 0) * n)
+    first = f"JobId={job['id']}"
+    if job.get("array_job_id") is not None:
+        first += f" ArrayJobId={job['array_job_id']} ArrayTaskId={job['array_task_id']}"
+        if job.get("array_throttle"):
+            first += f" ArrayTaskThrottle={job['array_throttle']}"
+    eligible = format_timestamp(job.get("eligible_time"))
+    cpt = req.get("cpus_per_task") or 1
+    min_cpus = cpt * (req.get("ntasks_per_node") or 1)
+    out_path = job.get("stdout_path") or req.get("output") or "(null)"
     lines = [
-        f"JobId={job['id']} JobName={job['name']}",
-        f"UserId={job['user']}({job['uid']}) GroupId={job['gid']}({job['gid']}) MCS_label=N/A",
+        f"{first} JobName={job['name']}",
+        f"UserId={job['user']}({job['uid']}) GroupId={_group(job['gid'])}({job['gid']}) "
+        f"MCS_label=N/A",
         f"Priority={job['priority']} Nice={req.get('nice') or 0} Account="
         f"{req.get('account') or '(null)'} QOS={req.get('qos') or 'normal'}",
-        f"JobState={state} Reason={job.get('reason') or 'None'} "
-        f"Dependency={req.get('dependency') or '(null)'}",
+        f"JobState={job['state']} Reason={job.get('reason') or 'None'} "
+        f"Dependency={job.get('dependency_shown') or req.get('dependency') or '(null)'}",
         f"Requeue={1 if req.get('requeue', True) else 0} Restarts={job.get('restarts', 0)} "
         f"BatchFlag=1 Reboot=0 ExitCode={code}",
-        f"RunTime={run} TimeLimit={format_duration(job.get('time_limit'))} TimeMin=N/A",
-        f"SubmitTime={format_timestamp(job['submit_time'])} "
-        f"EligibleTime={format_timestamp(job.get('eligible_time'))}",
+        f"RunTime={run} TimeLimit={format_duration(job.get('time_limit'), 'sacct')} "
+        f"TimeMin=N/A",
+        f"SubmitTime={format_timestamp(job['submit_time'])} EligibleTime={eligible}",
+        f"AccrueTime={eligible}",
         f"StartTime={format_timestamp(job.get('start_time'))} "
-        f"EndTime={format_timestamp(job.get('end_time'))} Deadline=N/A",
+        f"EndTime={format_timestamp(_expected_end(job))} Deadline=N/A",
+        f"SuspendTime=None SecsPreSuspend=0 LastSchedEval="
+        f"{format_timestamp(job.get('start_time') or job.get('eligible_time') or job['submit_time'])}"
+        f" Scheduler=Main",
         f"Partition={job['partition']} AllocNode:Sid={req.get('submit_host', 'localhost')}:0",
         f"ReqNodeList={hostlist.compress(req.get('nodelist') or []) or '(null)'} "
         f"ExcNodeList={hostlist.compress(req.get('exclude') or []) or '(null)'}",
-        f"NodeList={hostlist.compress(sorted(alloc)) or '(null)'} "
-        f"BatchHost={job.get('batch_host') or '(null)'}",
+        f"NodeList={hostlist.compress(sorted(alloc))}",
+    ]
+    if job.get("batch_host"):
+        lines.append(f"BatchHost={job['batch_host']}")
+    lines += [
         f"NumNodes={len(alloc) or n} NumCPUs={cpus} NumTasks={req['ntasks']} "
         f"CPUs/Task={req.get('cpus_per_task') or 1} ReqB:S:C:T=0:0:*:*",
-        f"ReqTRES={sacct_value({'job': job}, 'ReqTRES')}",
-        f"AllocTRES={sacct_value({'job': job}, 'AllocTRES') or '(null)'}",
+        f"TRES={tres}",
+        f"Socks/Node=* NtasksPerN:B:S:C={req.get('ntasks_per_node') or 0}:0:*:* CoreSpec=*",
+        f"MinCPUsNode={min_cpus} MinMemoryNode={req.get('mem_mb') or 0} MinTmpDiskNode=0",
+        "Features=(null) DelayBoot=00:00:00",
         f"OverSubscribe={'NO' if req.get('exclusive') else 'OK'} Contiguous=0 "
         f"Licenses=(null) Network=(null)",
-        f"Command={req.get('command') or '(null)'}",
+        f"Command={'(null)' if req.get('wrapped') else req.get('command') or '(null)'}",
         f"WorkDir={req['workdir']}",
-        f"StdErr={job.get('stderr_path') or req.get('error') or req.get('output') or '(null)'}",
+        f"StdErr={job.get('stderr_path') or req.get('error') or out_path}",
         f"StdIn={req.get('input') or '/dev/null'}",
-        f"StdOut={job.get('stdout_path') or req.get('output') or '(null)'}",
-        f"TresPerNode={'gres/rdu:' + str(req['gres_rdu']) if req.get('gres_rdu') else '(null)'}",
+        f"StdOut={out_path}",
+        "Power=",
     ]
-    if job.get("array_job_id") is not None:
-        lines.insert(1, f"ArrayJobId={job['array_job_id']} ArrayTaskId={job['array_task_id']}"
-                        + (f" ArrayTaskThrottle={job['array_throttle']}"
-                           if job.get("array_throttle") else ""))
+    if req.get("gres_rdu"):
+        lines.append(f"TresPerNode=gres:rdu:{req['gres_rdu']}")
     if req.get("comment"):
         lines.append(f"Comment={req['comment']}")
     if job.get("launch_error"):
         lines.append(f"LaunchError={job['launch_error']}")
-    return "\n   ".join(lines) + "\n"
+    return "\n   ".join(lines) + "\n   \n"
+
+
+def _expected_end(job: dict) -> float | None:
+    """EndTime=: the end, or for a running job its start plus the time limit (as Slurm)."""
+    if job.get("end_time") or not job.get("start_time") or job.get("time_limit") is None:
+        return job.get("end_time")
+    return job["start_time"] + job["time_limit"]
+
+
+def _job_tres(cpus: int, mem_mb: int, nodes: int, rdus: int) -> str:
+    """TRES= of scontrol show job: ``cpu=2,mem=4096M,node=2,billing=2,gres/rdu=16``."""
+    parts = [f"cpu={cpus}"] + ([f"mem={mem_mb}M"] if mem_mb else [])
+    parts += [f"node={nodes}", f"billing={cpus}"] + ([f"gres/rdu={rdus}"] if rdus else [])
+    return ",".join(parts)
+
+
+def _group(gid: int) -> str:
+    import grp
+
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
 
 
 def show_node(node: dict, info: dict) -> str:
