@@ -12,8 +12,9 @@ from sn40l.scheduler import hostlist
 from sn40l.scheduler.controller import array_step, batch_step_state, expand_pattern
 from sn40l.scheduler.core import end_reason
 from sn40l.scheduler.getopt import Opt, Parser, UsageError
-from sn40l.scheduler.request import (SignalSpec, SubmitError, batch_directives, build_request,
-                                     parse_array, parse_dependency, parse_gres, parse_signal)
+from sn40l.scheduler.request import (SubmitError, batch_directives, build_request, parse_array,
+                                     parse_dependency, parse_gres)
+from sn40l.scheduler.sbatch_input import SignalSpec, parse_signal
 from sn40l.scheduler.srun import failure_lines
 from sn40l.scheduler.types import JobState, Reason
 from sn40l.scheduler.timespec import (format_duration, parse_begin, parse_time_limit)

@@ -13,20 +13,12 @@ import re
 import shlex
 from dataclasses import dataclass
 
-from sn40l.errors import SchedulerError
+from sn40l.scheduler.errors import SubmitError
 from sn40l.scheduler.getopt import Opt, Parser, UsageError
+from sn40l.scheduler.sbatch_input import input_env_options, parse_signal
 from sn40l.scheduler.timespec import parse_begin, parse_time_limit
 
 MAX_ARRAY_SIZE = 1001  # Slurm's default MaxArraySize: indices 0..1000
-
-
-class SubmitError(SchedulerError):
-    """A submission refused before or by the controller. ``str`` is the full message as Slurm
-    prints it (without the ``sbatch:`` prefix); ``exit_code`` is what the command exits with."""
-
-    def __init__(self, message: str, exit_code: int = 1):
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 SBATCH_OPTS = [
@@ -329,69 +321,6 @@ def build_request(argv: list[str], env: dict[str, str] | None = None,
                command=cli.get("wrap") if "wrap" in cli else (
                    os.path.abspath(os.path.join(cwd, operands[0])) if operands else None))
     return req
-
-
-# sbatch's input environment variables (sbatch(1), INPUT ENVIRONMENT VARIABLES) that name an
-# option we take; the value is the option's key in the parsed options.
-SBATCH_INPUT_ENV = {
-    "SBATCH_ACCOUNT": "account", "SBATCH_ARRAY_INX": "array", "SBATCH_CLUSTERS": "cluster",
-    "SBATCH_EXCLUSIVE": "exclusive", "SBATCH_EXPORT": "export", "SBATCH_GRES": "gres",
-    "SBATCH_GPUS": "gpus", "SBATCH_JOB_NAME": "job_name", "SBATCH_MEM_PER_CPU": "mem_per_cpu",
-    "SBATCH_MEM_PER_NODE": "mem", "SBATCH_NO_REQUEUE": "no_requeue",
-    "SBATCH_OPEN_MODE": "open_mode", "SBATCH_PARTITION": "partition", "SBATCH_QOS": "qos",
-    "SBATCH_REQUEUE": "requeue", "SBATCH_SIGNAL": "signal", "SBATCH_TIMELIMIT": "time",
-    "SBATCH_WAIT": "wait",
-}
-_FLAG_OPTIONS = {"no_requeue", "requeue", "wait"}
-
-
-def input_env_options(env: dict[str, str]) -> dict:
-    """The options set by ``SBATCH_*`` variables in ``env`` (flags by their presence)."""
-    out: dict = {}
-    for var, key in SBATCH_INPUT_ENV.items():
-        if var in env:
-            value = env[var]
-            out[key] = True if key in _FLAG_OPTIONS or (key == "exclusive" and not value) \
-                else value
-    return out
-
-
-@dataclass(frozen=True)
-class SignalSpec:
-    """``--signal=[{R|B}:]SIG[@TIME]``: send ``signum`` ``seconds`` before the time limit,
-    to the batch shell only (``B:``) or to the job's steps."""
-
-    signum: int
-    seconds: int = 60
-    batch_only: bool = False
-
-
-def parse_signal(text: str) -> SignalSpec:
-    """Slurm's --signal value; the signal by number or name (``USR1``, ``SIGUSR1``)."""
-    import signal as _signal
-
-    bad = SubmitError(f"error: Invalid --signal specification: {text}", 255)
-    body = text.strip()
-    batch_only = False
-    head, colon, rest = body.partition(":")
-    if colon:
-        if head not in ("B", "R", "BR", "RB"):
-            raise bad
-        batch_only = "B" in head
-        body = rest
-    sig_text, at, time_text = body.partition("@")
-    if sig_text.isdigit():
-        signum = int(sig_text)
-    else:
-        name = sig_text.upper()
-        signum = getattr(_signal, name if name.startswith("SIG") else "SIG" + name, None)
-        if not isinstance(signum, int):
-            raise bad
-    if not 0 < signum < 65:
-        raise bad
-    if at and not time_text.isdigit():
-        raise bad
-    return SignalSpec(int(signum), int(time_text) if at else 60, batch_only)
 
 
 def resolve(o: dict, env: dict[str, str], cwd: str) -> dict:

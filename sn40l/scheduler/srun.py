@@ -96,7 +96,8 @@ def _allocate_and_run(opts: dict, command: list[str]) -> int:
     try:
         while True:
             rec = client.call("show_job", job=str(job_id))[0]
-            if rec["state"] == "PENDING" and not waited:
+            # a job the scheduler has not looked at yet has Reason None: not a wait (yet)
+            if rec["state"] == "PENDING" and rec.get("reason") != "None" and not waited:
                 waited = True
                 if not opts.get("quiet"):
                     print(f"srun: job {job_id} queued and waiting for resources",
