@@ -389,7 +389,7 @@ def test_a_user_cannot_touch_another_users_job(ctl, tmp_path):
 def test_job_sockets_are_leased_and_sn40l_run_uses_exactly_them(ctl, tmp_path):
     from sn40l.errors import SocketBusyError
 
-    job = submit("--gres=rdu:8", "-w", "sn01", "-o", "run.out", "--wrap",
+    job = submit("--gres=rdu:8", "-w", "sn01", "-o", "run.out", "-e", "run.err", "--wrap",
                  f"{sys.executable} -m sn40l.cli run tiny --tp 8 --seq-len 64 --prompt-ids 1,2,3 "
                  "--max-new-tokens 2 --json; echo sockets=$SN40L_SOCKETS; sleep 3",
                  cwd=tmp_path)

@@ -265,7 +265,8 @@ def test_unprivileged_users_job_runs_on_its_sockets(sec, second_user, user_py):
     from sn40l.cluster.runner import ModelRunner
     from sn40l.compiler import CompileConfig, compile_model
 
-    job = user_submit(second_user, user_py, "--gres=rdu:8", "-o", "run.out", "--wrap",
+    job = user_submit(second_user, user_py, "--gres=rdu:8", "-o", "run.out", "-e", "run.err",
+                      "--wrap",
                       f"{user_py.exe} -m sn40l.cli run tiny --tp 8 --seq-len 64 "
                       "--prompt-ids 1,2,3 --max-new-tokens 4 --json; "
                       "env | grep -c '^SN40L_RAY\\|^RAY_' || true")
