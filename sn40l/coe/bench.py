@@ -86,6 +86,37 @@ def workload(n_experts: int, batch: int, rounds: int, prompt_len: int, seed: int
     return out
 
 
+def split_workload(n_experts: int, batch: int, warmup: int, rounds: int, prompt_len: int,
+                   seed: int) -> tuple[list, list]:
+    """(warm-up batches, measured batches) of :func:`workload`."""
+    batches = workload(n_experts, batch, warmup + rounds, prompt_len, seed)
+    return batches[:warmup], batches[warmup:]
+
+
+def measure(rt, warm: list, batches: list, tokens: int, mode: str) -> dict:
+    """Serve ``warm`` then ``batches`` (of :func:`workload`) with ``tokens`` new tokens each
+    from the cache state right after load; the measured batches' means and counters."""
+    from sn40l.coe.runtime import ServeOptions
+
+    rt.reset()
+    opts = ServeOptions(*MODES[mode])
+    w0 = time.perf_counter()
+    for batch in warm:
+        rt.serve([p for _, p in batch], tokens, opts)
+    rt.reset_metrics()
+    res = [rt.serve([p for _, p in batch], tokens, opts) for batch in batches]
+    misrouted = sum(r.expert != f"expert{i:03d}" for batch, br in zip(batches, res)
+                    for (i, _), r in zip(batch, br.requests))
+    k = len(res)
+    return {"latency_ms": sum(r.latency_ns for r in res) / k / 1e6,
+            "router_ms": sum(r.router_ns for r in res) / k / 1e6,
+            "switch_ms": sum(r.switch_ns for r in res) / k / 1e6,
+            "expert_ms": sum(r.expert_ns for r in res) / k / 1e6,
+            "hit_rate": rt.metrics.hit_rate, "switches": rt.metrics.switches,
+            "copied_gb": rt.metrics.copied_in / 1e9, "misrouted": misrouted,
+            "wall_s": time.perf_counter() - w0}
+
+
 def nodes_needed(config, profile, max_nodes: int = 64) -> int:
     """Fewest nodes of ``profile`` that hold ``config`` (capacity check on numbers only)."""
     needs, router_bytes = coe_needs(config, profile.name)
@@ -122,7 +153,7 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] = print,
               address: str | None = None) -> dict:
     """Run the sweep on fresh emulated clusters; returns {"rows", "footprint", "wall_s"}."""
     from sn40l.cluster import Cluster, ensure_ray
-    from sn40l.coe.runtime import CoERuntime, ServeOptions
+    from sn40l.coe.runtime import CoERuntime
 
     cfg.check()
     ensure_ray(address)
@@ -133,68 +164,49 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] = print,
     done = 0
     for prof_name in cfg.profiles:
         profile = load_profile(prof_name)
+        coes = {n: synthetic(n, cfg.expert_model, cfg.tp,
+                             router={"preset": cfg.router} if cfg.router else None,
+                             serving={"max_batch": max(cfg.batch),
+                                      "max_context": cfg.prompt_len + max(cfg.tokens)})
+                for n in cfg.experts}
+        dgx = home_tier(profile) is Home.HOST  # a DGX baseline: a fixed node count
+        need = {n: cfg.dgx_nodes if dgx else nodes_needed(coe, profile)
+                for n, coe in coes.items()}
+        # one cluster per profile, as large as the largest CoE needs, started on first use;
+        # smaller CoEs use its first nodes (a bring-up costs seconds of wall time, a node
+        # more costs nothing modeled)
         cluster = None
         try:
-            for n in cfg.experts:
-                coe = synthetic(n, cfg.expert_model, cfg.tp,
-                                router={"preset": cfg.router} if cfg.router else None,
-                                serving={"max_batch": max(cfg.batch),
-                                         "max_context": cfg.prompt_len + max(cfg.tokens)})
+            for n, coe in coes.items():
+                nodes = need[n]
                 needs, router_bytes = coe_needs(coe, profile.name)
                 if n == max(cfg.experts):
                     feet.append(footprint(profile, needs[0], cfg.tp, n, router_bytes))
-                if home_tier(profile) is Home.HOST:  # a DGX baseline: fixed node count
-                    nodes = cfg.dgx_nodes
-                    why = dgx_refusal(coe, profile, nodes)
-                    if why is not None:
-                        oom = _oom_rows(prof_name, n, nodes, cfg, why)
-                        rows += oom
-                        done += len(oom)
-                        progress(f"[{prof_name}] {n} x {cfg.expert_model}: OOM on {nodes} "
-                                 f"node(s): {why}")
-                        continue
-                else:
-                    nodes = nodes_needed(coe, profile)
-                if cluster is None or cluster.spec.nodes != nodes:
-                    if cluster is not None:
-                        cluster.stop()
-                    cluster = Cluster.start(nodes=nodes, profile=profile,
+                why = dgx_refusal(coe, profile, nodes) if dgx else None
+                if why is not None:
+                    oom = _oom_rows(prof_name, n, nodes, cfg, why)
+                    rows += oom
+                    done += len(oom)
+                    progress(f"[{prof_name}] {n} x {cfg.expert_model}: OOM on {nodes} "
+                             f"node(s): {why}")
+                    continue
+                if cluster is None:
+                    cluster = Cluster.start(nodes=max(need.values()), profile=profile,
                                             name=f"coebench-{prof_name}")
-                rt = CoERuntime(cluster, coe)
+                rt = CoERuntime(cluster, coe, nodes=list(range(nodes)))
                 info = rt.load()
                 progress(f"[{prof_name}] {n} x {cfg.expert_model} on {nodes} node(s): loaded "
                          f"in {info['wall_s']:.1f} s wall")
                 try:
                     for b in cfg.batch:
-                        batches = workload(n, b, cfg.warmup + cfg.rounds, cfg.prompt_len,
-                                           cfg.seed)
-                        warm, batches = batches[:cfg.warmup], batches[cfg.warmup:]
+                        warm, batches = split_workload(n, b, cfg.warmup, cfg.rounds,
+                                                       cfg.prompt_len, cfg.seed)
                         for t in cfg.tokens:
                             for mode in cfg.modes:
-                                rt.reset()
-                                opts = ServeOptions(*MODES[mode])
-                                w0 = time.perf_counter()
-                                for batch in warm:
-                                    rt.serve([p for _, p in batch], t, opts)
-                                rt.reset_metrics()
-                                res = [rt.serve([p for _, p in batch], t, opts)
-                                       for batch in batches]
-                                misrouted = sum(r.expert != f"expert{i:03d}"
-                                                for batch, br in zip(batches, res)
-                                                for (i, _), r in zip(batch, br.requests))
-                                k = len(res)
-                                rows.append({
-                                    "profile": prof_name, "experts": n, "nodes": nodes,
-                                    "batch": b, "tokens": t, "mode": mode,
-                                    "latency_ms": sum(r.latency_ns for r in res) / k / 1e6,
-                                    "router_ms": sum(r.router_ns for r in res) / k / 1e6,
-                                    "switch_ms": sum(r.switch_ns for r in res) / k / 1e6,
-                                    "expert_ms": sum(r.expert_ns for r in res) / k / 1e6,
-                                    "hit_rate": rt.metrics.hit_rate,
-                                    "switches": rt.metrics.switches,
-                                    "copied_gb": rt.metrics.copied_in / 1e9,
-                                    "misrouted": misrouted,
-                                    "wall_s": time.perf_counter() - w0})
+                                rows.append({"profile": prof_name, "experts": n,
+                                             "nodes": nodes, "batch": b, "tokens": t,
+                                             "mode": mode,
+                                             **measure(rt, warm, batches, t, mode)})
                                 done += 1
                                 progress(f"  [{done}/{total}] {prof_name} E={n} B={b} T={t} "
                                          f"{mode}: {rows[-1]['latency_ms']:.1f} ms/batch "
