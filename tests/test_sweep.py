@@ -154,3 +154,15 @@ def test_strong_scaling_plot_has_ideal_line_and_efficiency_from_zero():
     assert list(ax.get_lines()[1].get_ydata()) == [100.0, 200.0, 400.0]
     assert list(eff.get_lines()[0].get_ydata()) == pytest.approx([1.0, 0.9, 0.5])
     assert eff.get_ylim() == (0.0, 1.1) and ax.get_ylim()[0] == 0
+
+
+def test_every_example_experiment_loads():
+    from pathlib import Path
+
+    from sn40l.sweep.experiment import Experiment
+
+    files = sorted((Path(__file__).parent.parent / "deploy" / "experiments").glob("*.yaml"))
+    assert len(files) >= 5
+    for f in files:
+        exp = Experiment.from_yaml(f)
+        assert exp.points() and exp.swept, f

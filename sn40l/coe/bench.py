@@ -258,48 +258,54 @@ def format_table(result: dict) -> str:
 
 
 def plot(result: dict, path: str) -> None:
-    """Latency vs experts per profile, and the router/switch/expert split (matplotlib)."""
-    try:
-        import matplotlib  # optional extra 'plot'; imported only when a plot is asked for
-    except ImportError:
-        raise ConfigError("--plot needs matplotlib: pip install 'sn40l[plot]'") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Latency vs experts per profile and mode, and the router/switch/expert split (PNG).
 
+    Every (profile, mode) is its own series with its own marker and line style, so series that
+    coincide (a hit rate of 100% gives equal latencies) stay visible; the legend sits outside
+    the axes; latency and split axes start at zero, where their ratios are read.
+    """
+    from sn40l.plotstyle import legend_outside, pyplot, series_style
+
+    plt = pyplot()
     rows = result["rows"]
     b, t = max(r["batch"] for r in rows), min(r["tokens"] for r in rows)
     sel = [r for r in rows if r["batch"] == b and r["tokens"] == t]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 5))
     sel = [r for r in sel if r.get("oom") is None]
+    i = 0
     for prof in dict.fromkeys(r["profile"] for r in sel):
         for mode in dict.fromkeys(r["mode"] for r in sel):
-            pts = [r for r in sel if r["profile"] == prof and r["mode"] == mode]
-            ax1.plot([r["experts"] for r in pts], [r["latency_ms"] for r in pts], marker="o",
-                     label=f"{prof} {mode}")
+            pts = sorted((r for r in sel if r["profile"] == prof and r["mode"] == mode),
+                         key=lambda r: r["experts"])
+            ax1.plot([r["experts"] for r in pts], [r["latency_ms"] for r in pts],
+                     label=f"{prof} {mode}", **series_style(i))
+            i += 1
             for r in pts:
                 if r["nodes"] > 1:
                     ax1.annotate(f"{r['nodes']} nodes", (r["experts"], r["latency_ms"]),
                                  fontsize=7, textcoords="offset points", xytext=(4, 4))
-    ax1.set_xlabel("experts")
-    ax1.set_ylabel(f"modeled latency per batch (ms), BS={b}, {t} tokens")
-    ax1.legend(fontsize=8)
+    ax1.set_xlabel("experts in the CoE")
+    ax1.set_ylabel(f"modeled latency per batch (ms), BS={b}, {t} new tokens")
+    ax1.set_ylim(0, 1.15 * max(r["latency_ms"] for r in sel))  # room for the node labels
     ax1.grid(alpha=0.3)
+    legend_outside(ax1)
     n = max(r["experts"] for r in sel)
     bars = [r for r in sel if r["experts"] == n]
-    labels = [f"{r['profile']}\n{r['mode']}" for r in bars]
     x = np.arange(len(bars))
     bottom = np.zeros(len(bars))
     for key, color in (("router_ms", "tab:gray"), ("switch_ms", "tab:red"),
                        ("expert_ms", "tab:blue")):
         vals = np.array([r[key] for r in bars])
-        ax2.bar(x, vals, bottom=bottom, color=color, label=key.replace("_ms", ""))
+        ax2.bar(x, vals, bottom=bottom, color=color, label=key.replace("_ms", ""),
+                edgecolor="white")
         bottom += vals
-    ax2.set_xticks(x, labels, fontsize=7)
-    ax2.set_ylabel("ms per batch (summed over groups)")
+    ax2.set_xticks(x, [f"{r['profile']}\n{r['mode']}" for r in bars], fontsize=7)
+    ax2.set_ylabel("modeled ms per batch (summed over groups)")
+    ax2.set_ylim(bottom=0)
     ax2.set_title(f"{n} experts: router / switch / expert")
-    ax2.legend()
+    legend_outside(ax2)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 

@@ -20,10 +20,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sn40l.errors import ConfigError
+from sn40l.plotstyle import bytes_tick, legend_outside, log2_axes, pyplot, series_style
 
-MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
-STYLES = ("-", "--", "-.", ":")
 SPLIT = (("time_launch_ms", "launch", "tab:gray"), ("time_hbm_ms", "HBM streaming", "tab:blue"),
          ("time_compute_ms", "compute", "tab:green"),
          ("time_collective_ms", "collectives (exposed)", "tab:orange"),
@@ -36,50 +34,9 @@ LABELS = {"tokens_per_s_per_user": "output tokens/s per user (modeled)",
           "busbw_GBps": "bus bandwidth (GB/s, modeled)"}
 
 
-def _plt():
-    try:
-        import matplotlib  # the optional extra 'plot'
-    except ImportError:
-        raise ConfigError("plots need matplotlib: pip install 'sn40l[plot]'") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def series_style(i: int) -> dict:
-    """Marker and line style of series ``i``: distinct, so overlapping series stay visible."""
-    return {"marker": MARKERS[i % len(MARKERS)], "linestyle": STYLES[(i // 2) % len(STYLES)],
-            "markersize": 8 - 1.5 * (i % 3), "markerfacecolor": "none" if i % 2 else None,
-            "alpha": 0.9}
-
-
-def legend_outside(ax) -> None:
-    """A legend right of the axes, so it covers no data."""
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
-
-
-def _bytes(x: float, _pos=None) -> str:
-    for unit, m in (("G", 2**30), ("M", 2**20), ("K", 2**10)):
-        if x >= m:
-            return f"{x / m:g}{unit}"
-    return f"{x:g}"
-
-
-def log2_axes(ax, xlabel: str, ylabel: str, title: str = "", top: float | None = None,
-              ticks=lambda x, _pos=None: f"{x:g}") -> None:
-    """A log2 x axis, a y axis from zero (ratios are read), labels with units, a grid."""
-    from matplotlib.ticker import FuncFormatter
-
-    ax.set_xscale("log", base=2)
-    ax.xaxis.set_major_formatter(FuncFormatter(ticks))
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_ylim(0, top) if top is not None else ax.set_ylim(bottom=0)
-    if title:
-        ax.set_title(title)
-    ax.grid(alpha=0.3)
+def _order(v: Any) -> tuple:
+    """Numbers before names, numbers by value (so 16 sorts after 2)."""
+    return (0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v))
 
 
 def _ok(rows: list[dict]) -> list[dict]:
@@ -107,7 +64,7 @@ def _label(keys: list[str], values: tuple) -> str:
 
 def figures(experiment: dict, rows: list[dict]) -> dict[str, Any]:
     """Name -> matplotlib figure of every plot that applies to these rows."""
-    plt = _plt()
+    plt = pyplot()
     ok = _ok(rows)
     swept = [k for k, v in experiment.get("axes", {}).items() if isinstance(v, list)
              and len(v) > 1]
@@ -132,7 +89,7 @@ def figures(experiment: dict, rows: list[dict]) -> dict[str, Any]:
 
 def plot_results(experiment: dict, rows: list[dict], out_dir: str | Path) -> list[Path]:
     """Write every applicable plot as ``DIR/<name>.png``; returns the paths."""
-    plt = _plt()
+    plt = pyplot()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -200,13 +157,13 @@ def _busbw(plt, rows: list[dict], series_keys: list[str]):
     keys = sorted(set(series_keys) | {"tp"}, key=lambda k: (k != "tp", k))
     fig, ax = plt.subplots(figsize=(9, 5))
     for i, (vals, grp) in enumerate(sorted(_groups(rows, keys).items(),
-                                           key=lambda kv: tuple(map(str, kv[0])))):
+                                           key=lambda kv: tuple(_order(v) for v in kv[0]))):
         pts = _mean_by(grp, "size", "busbw_GBps")
         ax.plot([p[0] for p in pts], [p[1] for p in pts],
                 label=_label(["sockets" if k == "tp" else k for k in keys], vals),
                 **series_style(i))
     log2_axes(ax, "message size per socket (bytes)", LABELS["busbw_GBps"],
-              "collective bus bandwidth vs size", ticks=_bytes)
+              "collective bus bandwidth vs size", ticks=bytes_tick)
     legend_outside(ax)
     fig.tight_layout()
     return fig
