@@ -167,7 +167,8 @@ def _one(exp, p: Point, rep: int, shape, nodes: int, why: str, pool: ClusterPool
     return _timed_row(exp, p, rep, measure)
 
 
-def _one_on(exp, p: Point, rep: int, cluster: Cluster, sockets: list[int], job: int):
+def _one_on(exp, p: Point, rep: int, cluster: Cluster, sockets: list[int],
+            job: "int | str"):
     """A model or collective point on the sockets a job holds (``--via-slurm`` tasks): the
     first ``tp / nodes`` of the job's sockets on each of its first ``nodes`` nodes."""
     v = p.as_dict

@@ -137,7 +137,9 @@ def run_task(plan_path: str) -> int:
     ensure_ray(os.environ["SN40L_RAY_ADDRESS"], auth=os.environ.get("SN40L_RAY_AUTH"))
     cluster = Cluster.connect(os.environ["SN40L_CLUSTER"])
     sockets = [int(r) for r in os.environ["SN40L_SOCKETS"].split(",")]
-    row = _one_on(exp, point, task["repeat"], cluster, sockets, int(os.environ["SN40L_JOB_ID"]))
+    # the job's capability on its leased sockets ('<job>:<token>'), as sn40l run presents it
+    job = os.environ.get("SN40L_LEASE") or int(os.environ["SN40L_JOB_ID"])
+    row = _one_on(exp, point, task["repeat"], cluster, sockets, job)
     d = {"experiment": row.experiment, "workload": row.workload, "point": row.point,
          "repeat": row.repeat, "status": str(row.status), "params": list(row.params),
          "metrics": list(row.metrics), "reason": row.reason, "wall_s": row.wall_s,

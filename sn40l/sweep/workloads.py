@@ -42,7 +42,7 @@ class Placement:
 
     cluster: Any
     ranks: tuple[int, ...]
-    job: int | None = None
+    job: "int | str | None" = None  # the job id, or its lease capability
 
 
 def tp_ranks(tp: int, nodes: int, sockets_per_node: int) -> list[int]:
@@ -135,7 +135,7 @@ def run_model(v: dict, where: Placement, compiled: Compiled, tag: str) -> dict:
 
 def step_split(plan: dict, profile, step_ns: float) -> dict:
     """The decode step's launch / HBM / compute / exposed-collective split (module docstring)."""
-    from sn40l.compiler.cost import compute_ns, hbm_ns, launch_ns
+    from sn40l.compiler.cost import compute_ns, hbm_ns, kernel_launch_ns
     from sn40l.compiler.types import FusionLevel, Orchestration
 
     fusion = FusionLevel.from_str(plan["config"]["fusion"])
@@ -144,7 +144,7 @@ def step_split(plan: dict, profile, step_ns: float) -> dict:
     for k in plan["kernels"]:
         mem = hbm_ns(k["weight_bytes"] + k["kv_bytes"] + k["act_bytes"], profile, fusion)
         cmp_ = compute_ns(k["flops"], profile, fusion)
-        launch += launch_ns(profile, orch)
+        launch += kernel_launch_ns(k, profile, orch)
         if mem >= cmp_:
             hbm += mem
         else:
