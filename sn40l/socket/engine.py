@@ -336,9 +336,12 @@ class TileEngine:
         return self._kernel_cache[key]
 
     # -- steps ----------------------------------------------------------------------------
-    def step(self, tokens: "int | list[int]", pos: int) -> np.ndarray | None:
+    def step(self, tokens: "int | list[int]", pos: int, replay: bool = False
+             ) -> np.ndarray | None:
         """Run ``tokens`` of sequence slot 0 at positions ``pos, pos+1, ...``; returns the last
-        token's logits (unpadded), or None for phantom weights."""
+        token's logits (unpadded), or None for phantom weights. ``replay``: a phantom step of
+        a token count already run twice replays its modeled time (plain generation, where
+        every decode step starts alike; see the class docstring)."""
         tokens = [tokens] if isinstance(tokens, int) else list(tokens)
         n = len(tokens)
         if pos < 0 or pos + n > self.max_seq:
@@ -346,7 +349,7 @@ class TileEngine:
                               f"length {self.max_seq}")
         self._check_resident()
         out = self._forward(tokens, [0] * n, list(range(pos, pos + n)), [n - 1],
-                            self._kernels(n), ("step", n))  # replayed from the 2nd run
+                            self._kernels(n), ("step", n) if replay else None)
         return None if out is None else out[0]
 
     def verify(self, tokens: list[int], pos: int) -> np.ndarray | None:

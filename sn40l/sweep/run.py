@@ -75,9 +75,9 @@ def check_runnable(exp: Experiment) -> None:
     given = dict(exp.axes)
     spec = [k for k in SPEC_PARAMS if k in given and any(v is not None for v in given[k])]
     if spec and not spec_supported():
-        raise ConfigError(f"axes {', '.join(spec)} need speculative decoding in the model "
-                          "runner (sn40l run --draft/--spec-tokens/--spec-acceptance), which "
-                          "this build does not have yet")
+        raise ConfigError(f"axes {', '.join(spec)}: the sweep does not pass speculative "
+                          "decoding settings to the model runner yet; run such points with "
+                          "sn40l run --draft/--spec-tokens/--spec-acceptance")
 
 
 def _shape(v: dict) -> Shape:
