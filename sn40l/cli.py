@@ -32,6 +32,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("sn40l.cluster.run_cli", "run a compiled model (prefill + greedy decode)"),
     "coe": ("sn40l.coe.cli", "Composition-of-Experts runtime and benchmark"),
     "paper": ("sn40l.paper.cli", "rerun the SN40L paper's experiments and write a report"),
+    "sweep": ("sn40l.sweep.cli", "run an experiment grid (TP, nodes, models, batch, ...)"),
+    "plot": ("sn40l.sweep.cli", "plot a sweep's saved results (scaling, bandwidth, split)"),
     "sbatch": ("sn40l.scheduler.cli", "submit a batch script (Slurm's sbatch)"),
     "squeue": ("sn40l.scheduler.cli", "show queued and running jobs (Slurm's squeue)"),
     "scancel": ("sn40l.scheduler.cli", "cancel or signal jobs (Slurm's scancel)"),

@@ -9,6 +9,7 @@ otherwise every socket runs on the local Ray node.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -122,6 +123,13 @@ def use_token_auth() -> None:
         pass
 
 
+@functools.lru_cache(maxsize=1)
+def _actor_class():
+    """The Ray actor class of a socket, made once per process: ``ray.remote`` of a class
+    exports (pickles) it, which costs as much as the actor's start when done per socket."""
+    return ray.remote(SocketActor)
+
+
 def _spawn(spec: ClusterSpec, node: int, local: int):
     """Create the actor of socket ``local`` of emulated node ``node``."""
     opts: dict[str, Any] = dict(
@@ -133,7 +141,7 @@ def _spawn(spec: ClusterSpec, node: int, local: int):
         opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(spec.ray_nodes[node],
                                                                      soft=False)
     ident = SocketId(spec.name, node, local, spec.sockets_per_node)
-    return ray.remote(SocketActor).options(**opts).remote(
+    return _actor_class().options(**opts).remote(
         ident.to_dict(), spec.profile, spec.to_dict(), spec.trace_capacity)
 
 

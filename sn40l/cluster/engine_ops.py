@@ -106,7 +106,8 @@ class EngineOps:
         clock = self.socket.clock
         wall0, start = time.perf_counter(), clock.now
         logits_seen, tokens, steps = [], [], []
-        logits = engine.step([int(t) for t in prompt_ids], 0)  # prefill: the whole prompt
+        # prefill: the whole prompt; phantom steps replay (TileEngine.step)
+        logits = engine.step([int(t) for t in prompt_ids], 0, replay=True)
         ttft = clock.now - start
         pos = len(prompt_ids)
         for n in range(max_new_tokens):
@@ -117,7 +118,7 @@ class EngineOps:
             if n == max_new_tokens - 1:
                 break
             t0 = clock.now
-            logits = engine.step(nxt, pos)
+            logits = engine.step(nxt, pos, replay=True)
             steps.append(clock.now - t0)
             pos += 1
         return {"tokens": tokens, "ttft_ns": ttft, "decode_ns": steps,

@@ -56,6 +56,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true",
                    help="print one JSON document on stdout (everything else on stderr)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--cluster", default=None,
+                   help="a running cluster's name (default: the running cluster, if any)")
+    p.add_argument("--address", default=None,
+                   help="Ray address (HOST:PORT) of a running cluster")
     p.set_defaults(func=cmd_run)
 
 
@@ -204,7 +208,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                            tokenizer)
         bar.update(note="bring-up")
         other = args.draft is not None and args.draft_placement == "other"
-        cluster, ranks, job, started = _sockets(art, extra=art.tp if other else 0)
+        cluster, ranks, job, started = _sockets(art, args, extra=art.tp if other else 0)
         ranks, draft_ranks = ranks[:art.tp], (ranks[art.tp:] if other else ranks[:art.tp])
         spec = None
         try:
@@ -292,11 +296,13 @@ def _report(args, art, model_name, weights, res, ranks, profile, prompt, tokeniz
     return 0
 
 
-def _sockets(art, extra: int = 0):
-    """(cluster, ranks, job id, started here) from the job's environment or a local cluster:
-    the model's ``art.tp`` sockets, then ``extra`` more (a draft's own sockets) on the nodes
-    after the model's."""
+def _sockets(art, args, extra: int = 0):
+    """(cluster, ranks, job id, started here): the model's ``art.tp`` sockets, then ``extra``
+    more (a draft's own sockets) on the nodes after the model's; the job's sockets inside a
+    job, else the running cluster (``--cluster``, ``--address`` or the one ``cluster up``
+    started), else a private embedded cluster."""
     from sn40l.cluster import Cluster, ensure_ray
+    from sn40l.cluster.attach import announce, attach, place
     from sn40l.errors import ConfigError
 
     if os.environ.get("SN40L_JOB_ID"):
@@ -310,10 +316,16 @@ def _sockets(art, extra: int = 0):
         return cluster, ranks, job, False
     nodes = int(art.plan["config"]["nodes"])
     per_node = art.tp // nodes
+    more = -(-extra // per_node) if extra else 0
+    running = attach(args.cluster, args.address)
+    if running is not None:
+        ranks = place(running, per_node * (nodes + more), nodes + more, art.plan["profile"])
+        announce("run", running)
+        return running, ranks[:art.tp + extra], None, False
     ensure_ray(None)
     spn = 8 if per_node <= 8 else 16
-    more = -(-extra // per_node) if extra else 0
     cluster = Cluster.start(nodes=nodes + more, sockets_per_node=spn,
                             profile=art.plan["profile"], name=f"run-{os.getpid()}")
+    announce("run", cluster, private=True)
     ranks = [n * spn + s for n in range(nodes + more) for s in range(per_node)]
     return cluster, ranks[:art.tp + extra], None, True

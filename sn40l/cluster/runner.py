@@ -98,10 +98,11 @@ class ModelRunner:
         if self.group:
             create_group(self.cluster, self.ranks, self.group)
         pef = self.artifact.to_bytes()
-        refs = [self.cluster.socket(r).engine_load.remote(self.tag, pef, i, self.group,
-                                                          self.weights, self.seed, self.job,
-                                                          tensors=self.tensors)
-                for i, r in enumerate(self.ranks)]
+        # phantom steps of a shape already run replay its modeled time (TileEngine)
+        refs = [self.cluster.socket(r).engine_load.remote(
+            self.tag, pef, i, self.group, self.weights, self.seed, self.job,
+            tensors=self.tensors, replay=self.weights == "phantom")
+            for i, r in enumerate(self.ranks)]
         try:
             ray.get(refs)
         except BaseException:

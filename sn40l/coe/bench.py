@@ -86,6 +86,37 @@ def workload(n_experts: int, batch: int, rounds: int, prompt_len: int, seed: int
     return out
 
 
+def split_workload(n_experts: int, batch: int, warmup: int, rounds: int, prompt_len: int,
+                   seed: int) -> tuple[list, list]:
+    """(warm-up batches, measured batches) of :func:`workload`."""
+    batches = workload(n_experts, batch, warmup + rounds, prompt_len, seed)
+    return batches[:warmup], batches[warmup:]
+
+
+def measure(rt, warm: list, batches: list, tokens: int, mode: str) -> dict:
+    """Serve ``warm`` then ``batches`` (of :func:`workload`) with ``tokens`` new tokens each
+    from the cache state right after load; the measured batches' means and counters."""
+    from sn40l.coe.runtime import ServeOptions
+
+    rt.reset()
+    opts = ServeOptions(*MODES[mode])
+    w0 = time.perf_counter()
+    for batch in warm:
+        rt.serve([p for _, p in batch], tokens, opts)
+    rt.reset_metrics()
+    res = [rt.serve([p for _, p in batch], tokens, opts) for batch in batches]
+    misrouted = sum(r.expert != f"expert{i:03d}" for batch, br in zip(batches, res)
+                    for (i, _), r in zip(batch, br.requests))
+    k = len(res)
+    return {"latency_ms": sum(r.latency_ns for r in res) / k / 1e6,
+            "router_ms": sum(r.router_ns for r in res) / k / 1e6,
+            "switch_ms": sum(r.switch_ns for r in res) / k / 1e6,
+            "expert_ms": sum(r.expert_ns for r in res) / k / 1e6,
+            "hit_rate": rt.metrics.hit_rate, "switches": rt.metrics.switches,
+            "copied_gb": rt.metrics.copied_in / 1e9, "misrouted": misrouted,
+            "wall_s": time.perf_counter() - w0}
+
+
 def nodes_needed(config, profile, max_nodes: int = 64) -> int:
     """Fewest nodes of ``profile`` that hold ``config`` (capacity check on numbers only)."""
     needs, router_bytes = coe_needs(config, profile.name)
@@ -122,7 +153,7 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] = print,
               address: str | None = None) -> dict:
     """Run the sweep on fresh emulated clusters; returns {"rows", "footprint", "wall_s"}."""
     from sn40l.cluster import Cluster, ensure_ray
-    from sn40l.coe.runtime import CoERuntime, ServeOptions
+    from sn40l.coe.runtime import CoERuntime
 
     cfg.check()
     ensure_ray(address)
@@ -133,68 +164,49 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] = print,
     done = 0
     for prof_name in cfg.profiles:
         profile = load_profile(prof_name)
+        coes = {n: synthetic(n, cfg.expert_model, cfg.tp,
+                             router={"preset": cfg.router} if cfg.router else None,
+                             serving={"max_batch": max(cfg.batch),
+                                      "max_context": cfg.prompt_len + max(cfg.tokens)})
+                for n in cfg.experts}
+        dgx = home_tier(profile) is Home.HOST  # a DGX baseline: a fixed node count
+        need = {n: cfg.dgx_nodes if dgx else nodes_needed(coe, profile)
+                for n, coe in coes.items()}
+        # one cluster per profile, as large as the largest CoE needs, started on first use;
+        # smaller CoEs use its first nodes (a bring-up costs seconds of wall time, a node
+        # more costs nothing modeled)
         cluster = None
         try:
-            for n in cfg.experts:
-                coe = synthetic(n, cfg.expert_model, cfg.tp,
-                                router={"preset": cfg.router} if cfg.router else None,
-                                serving={"max_batch": max(cfg.batch),
-                                         "max_context": cfg.prompt_len + max(cfg.tokens)})
+            for n, coe in coes.items():
+                nodes = need[n]
                 needs, router_bytes = coe_needs(coe, profile.name)
                 if n == max(cfg.experts):
                     feet.append(footprint(profile, needs[0], cfg.tp, n, router_bytes))
-                if home_tier(profile) is Home.HOST:  # a DGX baseline: fixed node count
-                    nodes = cfg.dgx_nodes
-                    why = dgx_refusal(coe, profile, nodes)
-                    if why is not None:
-                        oom = _oom_rows(prof_name, n, nodes, cfg, why)
-                        rows += oom
-                        done += len(oom)
-                        progress(f"[{prof_name}] {n} x {cfg.expert_model}: OOM on {nodes} "
-                                 f"node(s): {why}")
-                        continue
-                else:
-                    nodes = nodes_needed(coe, profile)
-                if cluster is None or cluster.spec.nodes != nodes:
-                    if cluster is not None:
-                        cluster.stop()
-                    cluster = Cluster.start(nodes=nodes, profile=profile,
+                why = dgx_refusal(coe, profile, nodes) if dgx else None
+                if why is not None:
+                    oom = _oom_rows(prof_name, n, nodes, cfg, why)
+                    rows += oom
+                    done += len(oom)
+                    progress(f"[{prof_name}] {n} x {cfg.expert_model}: OOM on {nodes} "
+                             f"node(s): {why}")
+                    continue
+                if cluster is None:
+                    cluster = Cluster.start(nodes=max(need.values()), profile=profile,
                                             name=f"coebench-{prof_name}")
-                rt = CoERuntime(cluster, coe)
+                rt = CoERuntime(cluster, coe, nodes=list(range(nodes)))
                 info = rt.load()
                 progress(f"[{prof_name}] {n} x {cfg.expert_model} on {nodes} node(s): loaded "
                          f"in {info['wall_s']:.1f} s wall")
                 try:
                     for b in cfg.batch:
-                        batches = workload(n, b, cfg.warmup + cfg.rounds, cfg.prompt_len,
-                                           cfg.seed)
-                        warm, batches = batches[:cfg.warmup], batches[cfg.warmup:]
+                        warm, batches = split_workload(n, b, cfg.warmup, cfg.rounds,
+                                                       cfg.prompt_len, cfg.seed)
                         for t in cfg.tokens:
                             for mode in cfg.modes:
-                                rt.reset()
-                                opts = ServeOptions(*MODES[mode])
-                                w0 = time.perf_counter()
-                                for batch in warm:
-                                    rt.serve([p for _, p in batch], t, opts)
-                                rt.reset_metrics()
-                                res = [rt.serve([p for _, p in batch], t, opts)
-                                       for batch in batches]
-                                misrouted = sum(r.expert != f"expert{i:03d}"
-                                                for batch, br in zip(batches, res)
-                                                for (i, _), r in zip(batch, br.requests))
-                                k = len(res)
-                                rows.append({
-                                    "profile": prof_name, "experts": n, "nodes": nodes,
-                                    "batch": b, "tokens": t, "mode": mode,
-                                    "latency_ms": sum(r.latency_ns for r in res) / k / 1e6,
-                                    "router_ms": sum(r.router_ns for r in res) / k / 1e6,
-                                    "switch_ms": sum(r.switch_ns for r in res) / k / 1e6,
-                                    "expert_ms": sum(r.expert_ns for r in res) / k / 1e6,
-                                    "hit_rate": rt.metrics.hit_rate,
-                                    "switches": rt.metrics.switches,
-                                    "copied_gb": rt.metrics.copied_in / 1e9,
-                                    "misrouted": misrouted,
-                                    "wall_s": time.perf_counter() - w0})
+                                rows.append({"profile": prof_name, "experts": n,
+                                             "nodes": nodes, "batch": b, "tokens": t,
+                                             "mode": mode,
+                                             **measure(rt, warm, batches, t, mode)})
                                 done += 1
                                 progress(f"  [{done}/{total}] {prof_name} E={n} B={b} T={t} "
                                          f"{mode}: {rows[-1]['latency_ms']:.1f} ms/batch "
@@ -246,48 +258,54 @@ def format_table(result: dict) -> str:
 
 
 def plot(result: dict, path: str) -> None:
-    """Latency vs experts per profile, and the router/switch/expert split (matplotlib)."""
-    try:
-        import matplotlib  # optional extra 'plot'; imported only when a plot is asked for
-    except ImportError:
-        raise ConfigError("--plot needs matplotlib: pip install 'sn40l[plot]'") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Latency vs experts per profile and mode, and the router/switch/expert split (PNG).
 
+    Every (profile, mode) is its own series with its own marker and line style, so series that
+    coincide (a hit rate of 100% gives equal latencies) stay visible; the legend sits outside
+    the axes; latency and split axes start at zero, where their ratios are read.
+    """
+    from sn40l.plotstyle import legend_outside, pyplot, series_style
+
+    plt = pyplot()
     rows = result["rows"]
     b, t = max(r["batch"] for r in rows), min(r["tokens"] for r in rows)
     sel = [r for r in rows if r["batch"] == b and r["tokens"] == t]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 5))
     sel = [r for r in sel if r.get("oom") is None]
+    i = 0
     for prof in dict.fromkeys(r["profile"] for r in sel):
         for mode in dict.fromkeys(r["mode"] for r in sel):
-            pts = [r for r in sel if r["profile"] == prof and r["mode"] == mode]
-            ax1.plot([r["experts"] for r in pts], [r["latency_ms"] for r in pts], marker="o",
-                     label=f"{prof} {mode}")
+            pts = sorted((r for r in sel if r["profile"] == prof and r["mode"] == mode),
+                         key=lambda r: r["experts"])
+            ax1.plot([r["experts"] for r in pts], [r["latency_ms"] for r in pts],
+                     label=f"{prof} {mode}", **series_style(i))
+            i += 1
             for r in pts:
                 if r["nodes"] > 1:
                     ax1.annotate(f"{r['nodes']} nodes", (r["experts"], r["latency_ms"]),
                                  fontsize=7, textcoords="offset points", xytext=(4, 4))
-    ax1.set_xlabel("experts")
-    ax1.set_ylabel(f"modeled latency per batch (ms), BS={b}, {t} tokens")
-    ax1.legend(fontsize=8)
+    ax1.set_xlabel("experts in the CoE")
+    ax1.set_ylabel(f"modeled latency per batch (ms), BS={b}, {t} new tokens")
+    ax1.set_ylim(0, 1.15 * max(r["latency_ms"] for r in sel))  # room for the node labels
     ax1.grid(alpha=0.3)
+    legend_outside(ax1)
     n = max(r["experts"] for r in sel)
     bars = [r for r in sel if r["experts"] == n]
-    labels = [f"{r['profile']}\n{r['mode']}" for r in bars]
     x = np.arange(len(bars))
     bottom = np.zeros(len(bars))
     for key, color in (("router_ms", "tab:gray"), ("switch_ms", "tab:red"),
                        ("expert_ms", "tab:blue")):
         vals = np.array([r[key] for r in bars])
-        ax2.bar(x, vals, bottom=bottom, color=color, label=key.replace("_ms", ""))
+        ax2.bar(x, vals, bottom=bottom, color=color, label=key.replace("_ms", ""),
+                edgecolor="white")
         bottom += vals
-    ax2.set_xticks(x, labels, fontsize=7)
-    ax2.set_ylabel("ms per batch (summed over groups)")
+    ax2.set_xticks(x, [f"{r['profile']}\n{r['mode']}" for r in bars], fontsize=7)
+    ax2.set_ylabel("modeled ms per batch (summed over groups)")
+    ax2.set_ylim(bottom=0)
     ax2.set_title(f"{n} experts: router / switch / expert")
-    ax2.legend()
+    legend_outside(ax2)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 

@@ -148,6 +148,7 @@ class CoERuntime:
         self.caches: dict[int, ExpertCache] = {}
         self.metrics = Metrics()
         self._gnow: dict[int, int] = {}
+        self._seen: dict[int, int] = {}  # rank -> a modeled now its clock is known to have passed
         self._pending: dict[tuple[int, str], int] = {}   # prefetches in flight: end ns
         self._groups: dict[int, str | None] = {}          # gid -> collective group name
         self._tags: dict[str, list[int]] = {}             # loaded model tag -> ranks
@@ -195,6 +196,7 @@ class CoERuntime:
         """Check capacity, then load the router into HBM and every expert to its home(s)."""
         t0 = time.perf_counter()
         plan = self.plan()
+        self._seen.clear()
         self.caches = {g.gid: ExpertCache(plan.cache_budget[g.gid], self.config.cache.max_resident)
                        for g in plan.groups}
         try:
@@ -298,8 +300,12 @@ class CoERuntime:
 
     # -- HBM cache --------------------------------------------------------------------------
     def _advance(self, gid: int, t: int) -> None:
-        ranks = self.plan_.groups[gid].ranks
-        ray.get([self._h(r).advance_to.remote(t) for r in ranks])
+        """Move the group's clocks to ``t``. Sockets whose clock is known to be there already
+        (clocks only move forward) are not called: advancing them would change nothing, and
+        each call is a Ray round trip."""
+        behind = [r for r in self.plan_.groups[gid].ranks if self._seen.get(r, -1) < t]
+        for r, now in zip(behind, ray.get([self._h(r).advance_to.remote(t) for r in behind])):
+            self._seen[r] = now
         self._gnow[gid] = max(self._gnow[gid], t)
 
     def _evict(self, gid: int, name: str, wait: bool) -> int:
@@ -366,6 +372,8 @@ class CoERuntime:
                 raise RuntimeError(f"sockets of group {gid} disagree on the tokens of {tag!r}")
             out += res[0]["tokens"]
             end = max(x["end_ns"] for x in res)
+            for r, x in zip(self.plan_.groups[gid].ranks, res):
+                self._seen[r] = max(self._seen.get(r, -1), x["end_ns"])  # its clock's now
             self._advance(gid, end)
         return out, end
 
