@@ -27,7 +27,6 @@ import numpy as np
 
 from sn40l.collectives.actor_ops import CollectiveOps
 from sn40l.cluster.engine_ops import EngineOps
-from sn40l.errors import SocketBusyError
 from sn40l.hardware.profile import Profile
 from sn40l.socket.device import Socket, SocketId
 from sn40l.socket.lease import Lease

@@ -63,7 +63,7 @@ def _by_value(comm: "Communicator", t: Tensor, op: ReduceOp, seq: int,
     """The star for tensors that fit in one datagram: the same messages, but they carry the
     elements themselves, so no shared segment is written or mapped."""
     x = np.ascontiguousarray(t.data).reshape(-1)
-    code, size, dtype = comm.code(x.dtype), x.size, x.dtype
+    code, size = comm.code(x.dtype), x.size
     if comm.rank != 0:
         comm.send_msg(0, seq, 0, t.nbytes, count=size, dt=code, payload=x.data)
         msg = comm.take_msg(0, seq, 1)
