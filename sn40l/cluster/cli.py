@@ -192,19 +192,46 @@ def cmd_down(args: argparse.Namespace) -> int:
         raise ClusterError(f"no cluster named {args.name!r} is running")
     pid = record.get("daemon_pid")
     if pid:
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 60
-        while read_record(args.name) is not None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if read_record(args.name) is not None:
-            os.kill(pid, signal.SIGKILL)
-            remove_record(args.name)
+        _stop_daemon(args.name, pid)
     else:
         _, cluster = _connect(args.name)
         cluster.stop()
         remove_record(args.name)
     print(f"cluster {args.name!r} down")
     return 0
+
+
+def _stop_daemon(name: str, pid: int, grace_s: float = 60.0) -> None:
+    """SIGTERM the daemon of an embedded cluster and wait until it has stopped the sockets and
+    Ray and every process of its session (its process group: Ray's own processes) is gone;
+    after ``grace_s`` the group is killed and what it left in /dev/shm is swept."""
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while _group_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _group_alive(pid):
+        from sn40l.collectives.shm import sweep
+
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        time.sleep(0.5)
+        sweep()
+    remove_record(name)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process of process group ``pgid`` still runs (zombies excepted)."""
+    import psutil
+
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
+                return True
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return False
 
 
 __all__ = ["register", "write_record"]
