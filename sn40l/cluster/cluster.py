@@ -21,6 +21,7 @@ import ray
 
 from sn40l.cluster.actor import SocketActor
 from sn40l.cluster.rayauth import prepare_auth
+from sn40l.cluster.record import check_cluster_name
 from sn40l.errors import ClusterError, ConfigError
 from sn40l.hardware.profile import Profile, load_profile
 from sn40l.socket.device import SocketId
@@ -173,8 +174,7 @@ class Cluster:
         """Start ``nodes`` x ``sockets_per_node`` socket actors and wait until all answer."""
         prof = profile if isinstance(profile, Profile) else load_profile(profile)
         prof = _check_shape(nodes, sockets_per_node or prof.sockets_per_node, prof)
-        if not name or any(c in name for c in ":/ \t"):
-            raise ConfigError(f"cluster name {name!r} must be non-empty without ':', '/' or spaces")
+        check_cluster_name(name)
         ensure_ray(address)
         if cls.exists(name):
             running = cls.connect(name)

@@ -19,7 +19,7 @@ import traceback
 import ray
 
 from sn40l.cluster.cluster import Cluster, ensure_ray, local_auth_mode
-from sn40l.cluster.record import record_path, remove_record, write_record
+from sn40l.cluster.record import load_partitions, record_path, remove_record, write_record
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,28 +91,6 @@ def _shutdown_ray() -> None:
                 os.unlink(os.path.join(sockets, entry))
             except OSError:
                 pass
-
-
-def load_partitions(path: str) -> list[dict]:
-    """Scheduler partitions, kept in the cluster record for the scheduler's controller (which
-    starts on the first Slurm command), from a YAML file: ``partitions: [{name, nodes, default, max_time,
-    default_time, max_nodes}]``."""
-    import yaml
-
-    from sn40l.errors import ConfigError
-
-    try:
-        with open(path) as f:
-            data = yaml.safe_load(f)
-    except OSError as exc:
-        raise ConfigError(f"--partitions {path}: {exc.strerror}") from None
-    parts = data.get("partitions") if isinstance(data, dict) else None
-    if not isinstance(parts, list) or not parts or not all(
-            isinstance(p, dict) and p.get("name") for p in parts):
-        raise ConfigError(f"--partitions {path}: expected 'partitions:' with a list of "
-                          "mappings, each with a 'name' (and nodes, default, max_time, "
-                          "default_time, max_nodes)")
-    return parts
 
 
 if __name__ == "__main__":
