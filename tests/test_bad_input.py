@@ -58,6 +58,7 @@ def _cases(d) -> list[tuple[list[str], str]]:
         (["cluster", "up", "--timeout", "0"], "--timeout 0"),
         (["cluster", "up", "--nodes", "300"], "--nodes 300"),
         (["cluster", "status", "--name", "../x"], "cluster name '../x'"),
+        (["cluster", "trace", "-o", str(d / "no" / "t.json")], "no/t.json"),
     ]
 
 

@@ -161,7 +161,7 @@ def _up_embedded(args: argparse.Namespace) -> None:
     log_path = state_dir() / "clusters" / f"{args.name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "sn40l.cluster.daemon", "--name", args.name,
-           "--nodes", str(args.nodes), "--profile", args.profile]
+           "--nodes", str(args.nodes), "--profile", args.profile, "--timeout", str(args.timeout)]
     if args.sockets_per_node is not None:
         cmd += ["--sockets-per-node", str(args.sockets_per_node)]
     if args.partitions:
@@ -242,6 +242,10 @@ def _used_total(tier: dict | None) -> str:
 def cmd_trace(args: argparse.Namespace) -> int:
     from sn40l.socket.clock import write_chrome_trace
 
+    out_dir = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(out_dir) or not os.access(out_dir, os.W_OK):
+        raise ConfigError(f"-o {args.output}: directory {out_dir} does not exist or is not "
+                          "writable")  # checked before the sockets are asked
     _, cluster = _connect(args.name)
     trace = cluster.chrome_trace(clear=args.clear)
     write_chrome_trace(args.output, trace)

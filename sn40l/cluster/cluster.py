@@ -282,14 +282,18 @@ class Cluster:
         if spec is None:
             raise ClusterError(f"no cluster named {name!r} is running; start one with "
                                "'sn40l cluster up'")
-        handles = []
-        for n in range(spec.nodes):
-            for s in range(spec.sockets_per_node):
-                try:
-                    handles.append(ray.get_actor(actor_name(name, n, s), namespace=NAMESPACE))
-                except ValueError:
-                    handles.append(None)  # a dead socket; status shows it as down
-        return cls(spec, handles)
+        cluster = cls(spec, [None] * spec.world_size)
+        cluster.handles = [cluster.lookup(r) for r in range(spec.world_size)]
+        return cluster
+
+    def lookup(self, rank: int):
+        """The live actor of socket ``rank`` found by name (a revived one included), or None
+        when it is dead (status shows it as down)."""
+        node, local = divmod(rank, self.spec.sockets_per_node)
+        try:
+            return ray.get_actor(actor_name(self.spec.name, node, local), namespace=NAMESPACE)
+        except ValueError:
+            return None
 
     # -- access ---------------------------------------------------------------------------
     @property
@@ -367,11 +371,7 @@ class Cluster:
 
         handles = []
         for rank, h in enumerate(self.handles):
-            node, local = divmod(rank, self.spec.sockets_per_node)
-            try:  # the current actor of this name: a revived socket replaced the old handle
-                h = ray.get_actor(actor_name(self.spec.name, node, local), namespace=NAMESPACE)
-            except ValueError:
-                pass
+            h = self.lookup(rank) or h  # the current actor: a revived socket replaced the old
             if h is not None:
                 handles.append(h)
         closing = [h.close.remote() for h in handles]

@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default="sn40l")
     parser.add_argument("--num-cpus", type=int, default=None)
     parser.add_argument("--partitions", default=None)
+    parser.add_argument("--timeout", type=float, default=120.0)
     args = parser.parse_args(argv)
     error_file = record_path(args.name).with_suffix(".error")
     stop = threading.Event()
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         cluster = Cluster.start(nodes=args.nodes, sockets_per_node=args.sockets_per_node,
-                                profile=args.profile, name=args.name)
+                                profile=args.profile, name=args.name, timeout_s=args.timeout)
         starting[0] = False
     except BaseException as exc:  # noqa: BLE001 - reported to `cluster up`
         error_file.parent.mkdir(parents=True, exist_ok=True)

@@ -229,6 +229,16 @@ def build(path: str, value: Any, cls: type, skip: frozenset[str] = frozenset()) 
 
 
 # -- the whole plan ------------------------------------------------------------------------
+def check_inputs(plan: dict, origin: str = "artifact") -> None:
+    """The typed-input step alone (config and model within limits), for a freshly compiled
+    plan: the compiler refuses what a loader would refuse."""
+    try:
+        build("config", plan["config"], CompileConfig)
+        build("model", plan["model"], ModelConfig, skip=frozenset({"extra"}))
+    except CompileError as exc:
+        raise CompileError(f"{origin}: field {exc}") from None
+
+
 def validate_plan(plan: dict, origin: str = "artifact") -> None:
     """Refuse a plan whose inputs are mistyped or out of range or whose derived fields differ
     from what this compiler derives from its inputs (see the module docstring)."""
