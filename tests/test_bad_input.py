@@ -37,8 +37,10 @@ def files(tmp_path_factory):
 def _cases(d) -> list[tuple[list[str], str]]:
     pef, long_prompt = str(d / "tiny.pef"), ",".join(["1"] * 70)
     return [  # (arguments, what the message must contain)
-        (["run", pef, "--prompt-ids", "1,2", "--max-new-tokens", "-1"], "--max-new-tokens -1"),
-        (["run", pef, "--prompt-ids", "1,2", "--max-new-tokens", "0"], "--max-new-tokens 0"),
+        (["run", pef, "--prompt-ids", "1,2", "--max-new-tokens", "-1"],
+         "--max-new-tokens must be >= 1, got -1"),
+        (["run", pef, "--prompt-ids", "1,2", "--max-new-tokens", "0"],
+         "--max-new-tokens must be >= 1, got 0"),
         (["run", pef, "--prompt-ids", long_prompt], "70 prompt tokens"),
         (["run", pef, "--prompt-ids", "1,200"], "token id(s) [200]"),
         (["run", pef, "--prompt-ids", "1,-3"], "token id(s) [-3]"),

@@ -59,7 +59,7 @@ CASES = [  # (change, words the error must contain)
     (_set("model.rope_theta", float("inf")), ["model.rope_theta", "finite number"]),
     (_set("model.rope_scaling", 5), ["model.rope_scaling", "expected"]),
     (_set("model.rope_scaling.factor", "x"), ["model.rope_scaling.factor", "finite number"]),
-    (_set("model.heads", 7), ["model", "not a multiple of heads 7"]),
+    (_set("model.heads", 7), ["model", "heads 7 is not a multiple"]),
     (_set("model.evil", 1), ["model", "unknown field(s) ['evil']"]),
     (_set("config.tp", 8.5), ["config.tp", "expected a whole number"]),
     (_set("config.tp", 4), ["shards.heads", "expected 4"]),
