@@ -95,12 +95,42 @@ def main(argv: list[str] | None = None) -> int:
         module.register(sub)
         args = parser.parse_args(argv)
         return int(args.func(args) or 0)
-    except SN40LError as exc:
-        print(f"sn40l {name}: error: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print(f"sn40l {name}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - only our own errors and Ray's are shown briefly
+        message = user_error(exc)
+        if message is None:
+            raise
+        print(f"sn40l {name}: error: {message}", file=sys.stderr)
+        return 1
+
+
+def user_error(exc: BaseException) -> str | None:
+    """The one-line message of an error to show without a traceback, or None for a bug.
+
+    A failure inside a socket actor reaches the driver as Ray's ``RayTaskError`` (which is
+    also an instance of the cause's class, and whose text is the whole remote stack): it is
+    unwrapped to the cause's own message, once. A dead actor or an expired Ray wait is
+    reported by what happened. The remote stack is logged at DEBUG (SN40L_LOG_LEVEL=DEBUG).
+    """
+    ray_exc = sys.modules.get("ray.exceptions")  # Ray is never imported just to check
+    if ray_exc is not None and isinstance(exc, ray_exc.RayTaskError):
+        logging.getLogger("sn40l").debug("remote failure:\n%s", exc)
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, SN40LError):
+            return str(cause)
+        if isinstance(cause, BaseException):
+            return f"{type(cause).__name__} in {exc.function_name}: {cause}"
+        return f"{exc.function_name} failed"
+    if isinstance(exc, SN40LError):
+        return str(exc)
+    if ray_exc is not None and isinstance(exc, ray_exc.RayActorError):
+        return ("a socket actor died during the command (see 'sn40l cluster status'): "
+                f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+    if ray_exc is not None and isinstance(exc, ray_exc.GetTimeoutError):
+        return f"Ray did not answer in time: {exc}"
+    return None
 
 
 if __name__ == "__main__":

@@ -96,7 +96,7 @@ DEATH = textwrap.dedent("""
     out["victim"] = victim
     # a killed socket never closes its segments and `cluster down` cannot ask it its pid
     from sn40l.collectives.shm import sweep
-    out["swept"] = sweep(f"sn40l-{victim}-")
+    out["swept"] = sweep({victim})  # the segments whose owner is the killed socket
     print(json.dumps(out))
 """)
 

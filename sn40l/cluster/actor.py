@@ -80,6 +80,13 @@ class SocketActor(CollectiveOps, EngineOps):
     def get_cluster_spec(self) -> dict:
         return self.cluster_spec
 
+    def close(self) -> dict:
+        """Leave every collective group (which unlinks this socket's shared-memory segments);
+        called by ``Cluster.stop`` before the actor is killed. Returns :meth:`identity`."""
+        for name in self.collective_groups():
+            self.destroy_collective_group(name)
+        return self.identity()
+
     # -- leasing --------------------------------------------------------------------------
     def lease(self, job_id: int, token: str) -> None:
         """Allocate this socket to ``job_id`` under ``token`` (the job's capability is

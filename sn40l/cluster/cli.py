@@ -9,8 +9,8 @@ import subprocess
 import sys
 import time
 
-from sn40l.cluster.daemon import load_partitions
-from sn40l.cluster.record import read_record, record_path, remove_record, state_dir, write_record
+from sn40l.cluster.record import (check_cluster_name, load_partitions, read_record, record_path,
+                                  remove_record, state_dir, write_record)
 from sn40l.errors import ClusterError, ConfigError
 from sn40l.hardware.units import format_bytes
 from sn40l.output import emit_json
@@ -61,14 +61,56 @@ def _already_running(record: dict) -> ClusterError:
 def _validate_up(args: argparse.Namespace):
     from sn40l.hardware.profile import load_profile
 
+    check_cluster_name(args.name)
     if args.nodes < 1 or args.nodes > 256:
         raise ConfigError(f"--nodes {args.nodes} is out of range; allowed 1 to 256")
+    if not 0 < args.timeout <= MAX_TIMEOUT_S:
+        raise ConfigError(f"--timeout {args.timeout:g} is out of range; allowed more than 0 "
+                          f"up to {MAX_TIMEOUT_S} seconds")
     if args.partitions:
-        load_partitions(args.partitions)  # a bad file fails here, before anything starts
+        _check_partitions(args.partitions, args.nodes)
     profile = load_profile(args.profile)
     if args.sockets_per_node is not None:
         profile = profile.with_sockets_per_node(args.sockets_per_node)
+    if args.address:
+        _check_address(args.address, args.timeout)
     return profile
+
+
+MAX_TIMEOUT_S = 86400
+
+
+def _check_partitions(path: str, nodes: int) -> None:
+    """A bad partitions file (unknown nodes, bad time limits) fails here, before anything
+    starts, with the scheduler's own message."""
+    from sn40l.cluster.cluster import node_name
+    from sn40l.scheduler.controller import _partitions  # the scheduler's one set of rules
+
+    try:
+        _partitions(load_partitions(path), [node_name(i) for i in range(nodes)])
+    except (ValueError, KeyError, TypeError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"--partitions {path}: {exc}") from None
+
+
+def _check_address(address: str, timeout_s: float) -> None:
+    """HOST:PORT of a Ray head must accept a TCP connection (Ray itself would retry for
+    minutes, past any --timeout); 'auto' is left to Ray."""
+    import socket
+
+    if address == "auto":
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"--address {address!r} must be 'auto' or HOST:PORT with a port "
+                          "from 1 to 65535")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=min(timeout_s, 10)
+                                 ).close()
+    except OSError as exc:
+        raise ConfigError(f"--address {address}: no Ray cluster answers there "
+                          f"({exc.strerror or exc})") from None
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -97,10 +139,15 @@ def _up_on_existing_ray(args: argparse.Namespace, profile) -> None:
     from sn40l.cluster.cluster import Cluster, ensure_ray
     import ray
 
-    ensure_ray(args.address)
-    cluster = Cluster.start(nodes=args.nodes, sockets_per_node=profile.sockets_per_node,
-                            profile=profile, name=args.name, detached=True,
-                            timeout_s=args.timeout)
+    watchdog = _watchdog(args.timeout + 5, f"cluster {args.name!r} did not come up within "
+                                       f"{args.timeout:g} s (Ray at {args.address})")
+    try:
+        ensure_ray(args.address)
+        cluster = Cluster.start(nodes=args.nodes, sockets_per_node=profile.sockets_per_node,
+                                profile=profile, name=args.name, detached=True,
+                                timeout_s=args.timeout)
+    finally:
+        watchdog.cancel()
     write_record({"name": args.name, "address": ray.get_runtime_context().gcs_address,
                   "nodes": cluster.spec.nodes, "sockets_per_node": cluster.spec.sockets_per_node,
                   "profile": profile.name, "daemon_pid": None, "embedded": False,
@@ -114,7 +161,7 @@ def _up_embedded(args: argparse.Namespace) -> None:
     log_path = state_dir() / "clusters" / f"{args.name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "sn40l.cluster.daemon", "--name", args.name,
-           "--nodes", str(args.nodes), "--profile", args.profile]
+           "--nodes", str(args.nodes), "--profile", args.profile, "--timeout", str(args.timeout)]
     if args.sockets_per_node is not None:
         cmd += ["--sockets-per-node", str(args.sockets_per_node)]
     if args.partitions:
@@ -128,13 +175,30 @@ def _up_embedded(args: argparse.Namespace) -> None:
             return
         if proc.poll() is not None:
             detail = error_file.read_text() if error_file.exists() else log_path.read_text()[-2000:]
+            error_file.unlink(missing_ok=True)  # its first line is the message; the log stays
             raise ClusterError(f"cluster {args.name!r} failed to start: "
                                f"{detail.strip().splitlines()[0] if detail.strip() else '?'} "
                                f"(log: {log_path})")
         time.sleep(0.1)
-    proc.terminate()
-    raise ClusterError(f"cluster {args.name!r} did not come up within {args.timeout:.0f} s "
+    _stop_daemon(args.name, proc.pid, grace_s=15)  # it stops what it started, then exits
+    proc.wait()
+    raise ClusterError(f"cluster {args.name!r} did not come up within {args.timeout:g} s "
                        f"(log: {log_path})")
+
+
+def _watchdog(timeout_s: float, message: str):
+    """A timer that ends this process with ``message`` when a Ray call blocks past
+    ``--timeout`` (connecting to Ray cannot be interrupted otherwise)."""
+    import threading
+
+    def expire() -> None:
+        print(f"sn40l cluster: error: {message}", file=sys.stderr, flush=True)
+        os._exit(1)
+
+    timer = threading.Timer(timeout_s, expire)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def _connect(name: str):
@@ -178,6 +242,10 @@ def _used_total(tier: dict | None) -> str:
 def cmd_trace(args: argparse.Namespace) -> int:
     from sn40l.socket.clock import write_chrome_trace
 
+    out_dir = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(out_dir) or not os.access(out_dir, os.W_OK):
+        raise ConfigError(f"-o {args.output}: directory {out_dir} does not exist or is not "
+                          "writable")  # checked before the sockets are asked
     _, cluster = _connect(args.name)
     trace = cluster.chrome_trace(clear=args.clear)
     write_chrome_trace(args.output, trace)
@@ -192,19 +260,46 @@ def cmd_down(args: argparse.Namespace) -> int:
         raise ClusterError(f"no cluster named {args.name!r} is running")
     pid = record.get("daemon_pid")
     if pid:
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 60
-        while read_record(args.name) is not None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if read_record(args.name) is not None:
-            os.kill(pid, signal.SIGKILL)
-            remove_record(args.name)
+        _stop_daemon(args.name, pid)
     else:
         _, cluster = _connect(args.name)
         cluster.stop()
         remove_record(args.name)
     print(f"cluster {args.name!r} down")
     return 0
+
+
+def _stop_daemon(name: str, pid: int, grace_s: float = 60.0) -> None:
+    """SIGTERM the daemon of an embedded cluster and wait until it has stopped the sockets and
+    Ray and every process of its session (its process group: Ray's own processes) is gone;
+    after ``grace_s`` the group is killed and what it left in /dev/shm is swept."""
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while _group_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _group_alive(pid):
+        from sn40l.collectives.shm import sweep
+
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        time.sleep(0.5)
+        sweep()
+    remove_record(name)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process of process group ``pgid`` still runs (zombies excepted)."""
+    import psutil
+
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
+                return True
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return False
 
 
 __all__ = ["register", "write_record"]

@@ -21,6 +21,7 @@ import ray
 
 from sn40l.cluster.actor import SocketActor
 from sn40l.cluster.rayauth import prepare_auth
+from sn40l.cluster.record import check_cluster_name
 from sn40l.errors import ClusterError, ConfigError
 from sn40l.hardware.profile import Profile, load_profile
 from sn40l.socket.device import SocketId
@@ -130,12 +131,14 @@ def _actor_class():
     return ray.remote(SocketActor)
 
 
-def _spawn(spec: ClusterSpec, node: int, local: int):
-    """Create the actor of socket ``local`` of emulated node ``node``."""
+def _spawn(spec: ClusterSpec, node: int, local: int, detached: bool | None = None):
+    """Create the actor of socket ``local`` of emulated node ``node`` (detached: it outlives
+    the process that created it; default as the cluster's spec says)."""
+    detached = spec.detached if detached is None else detached
     opts: dict[str, Any] = dict(
         name=actor_name(spec.name, node, local), namespace=NAMESPACE, num_cpus=0,
         max_concurrency=ACTOR_CONCURRENCY, max_restarts=0,
-        lifetime="detached" if spec.detached else None)
+        lifetime="detached" if detached else None)
     if spec.ray_nodes:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
         opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(spec.ray_nodes[node],
@@ -171,14 +174,18 @@ class Cluster:
         """Start ``nodes`` x ``sockets_per_node`` socket actors and wait until all answer."""
         prof = profile if isinstance(profile, Profile) else load_profile(profile)
         prof = _check_shape(nodes, sockets_per_node or prof.sockets_per_node, prof)
-        if not name or any(c in name for c in ":/ \t"):
-            raise ConfigError(f"cluster name {name!r} must be non-empty without ':', '/' or spaces")
+        check_cluster_name(name)
         ensure_ray(address)
         if cls.exists(name):
             running = cls.connect(name)
             raise ClusterError(
                 f"cluster {name!r} is already running ({running.spec.nodes} nodes x "
                 f"{running.spec.sockets_per_node} sockets); stop it first (sn40l cluster down)")
+        from sn40l.collectives.shm import sweep
+
+        swept = sweep()  # segments a crashed cluster left behind (owners dead), never live ones
+        if swept:
+            log.info("removed %d shared-memory segments left by dead sockets", swept)
         ray_nodes = cls._pick_ray_nodes(nodes)
         spec = ClusterSpec(name, nodes, prof.sockets_per_node, prof.to_dict(), tuple(ray_nodes),
                            detached, trace_capacity)
@@ -197,7 +204,10 @@ class Cluster:
     def revive(self, ranks: Iterable[int] | None = None, timeout_s: float = 60.0) -> list[int]:
         """Start fresh socket actors for the dead ones among ``ranks`` (default all), under
         their old names, with empty memory (as a socket after a reset). Returns the ranks
-        restarted."""
+        restarted.
+
+        A revived socket is a detached actor: it outlives the process that revived it (the
+        scheduler's controller, a driver), and :meth:`stop` finds it by name."""
         ranks = list(range(self.world_size)) if ranks is None else list(ranks)
         dead = []
         for r in ranks:
@@ -223,7 +233,7 @@ class Cluster:
                     time.sleep(0.05)
                 except ValueError:
                     break
-            self.handles[r] = _spawn(self.spec, node, local)
+            self.handles[r] = _spawn(self.spec, node, local, detached=True)
         if dead:
             try:
                 ray.get([self.handles[r].ping.remote() for r in dead], timeout=timeout_s)
@@ -240,34 +250,50 @@ class Cluster:
         return []
 
     @staticmethod
-    def exists(name: str = "default") -> bool:
-        try:
-            ray.get_actor(actor_name(name, 0, 0), namespace=NAMESPACE)
-            return True
-        except ValueError:
-            return False
+    def live_sockets(name: str = "default") -> list[str]:
+        """Names of the live socket actors of cluster ``name`` (any rank: none is special)."""
+        prefix = f"{name}:n"
+        return sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                      if a.get("namespace") == NAMESPACE and a["name"].startswith(prefix)
+                      and _is_socket_name(a["name"][len(prefix):]))
+
+    @classmethod
+    def exists(cls, name: str = "default") -> bool:
+        return bool(cls.live_sockets(name))
 
     @classmethod
     def connect(cls, name: str = "default", address: str | None = None) -> "Cluster":
-        """Handles to a running cluster, found by name."""
+        """Handles to a running cluster, found by name. Its shape comes from whichever of its
+        sockets answers first, so the death of any one socket (rank 0 included) leaves the
+        cluster reachable, with the dead ones as None."""
         if address is not None:
             ensure_ray(address)
         if not ray.is_initialized():
             raise ClusterError("not connected to Ray; start a cluster (sn40l cluster up) first")
-        try:
-            first = ray.get_actor(actor_name(name, 0, 0), namespace=NAMESPACE)
-        except ValueError:
+        spec = None
+        for actor in cls.live_sockets(name):
+            try:
+                handle = ray.get_actor(actor, namespace=NAMESPACE)
+                spec = ClusterSpec.from_dict(ray.get(handle.get_cluster_spec.remote(),
+                                                     timeout=10))
+                break
+            except (ValueError, ray.exceptions.RayError):  # died meanwhile: ask the next one
+                continue
+        if spec is None:
             raise ClusterError(f"no cluster named {name!r} is running; start one with "
-                               "'sn40l cluster up'") from None
-        spec = ClusterSpec.from_dict(ray.get(first.get_cluster_spec.remote()))
-        handles = []
-        for n in range(spec.nodes):
-            for s in range(spec.sockets_per_node):
-                try:
-                    handles.append(ray.get_actor(actor_name(name, n, s), namespace=NAMESPACE))
-                except ValueError:
-                    handles.append(None)  # a dead socket; status shows it as down
-        return cls(spec, handles)
+                               "'sn40l cluster up'")
+        cluster = cls(spec, [None] * spec.world_size)
+        cluster.handles = [cluster.lookup(r) for r in range(spec.world_size)]
+        return cluster
+
+    def lookup(self, rank: int):
+        """The live actor of socket ``rank`` found by name (a revived one included), or None
+        when it is dead (status shows it as down)."""
+        node, local = divmod(rank, self.spec.sockets_per_node)
+        try:
+            return ray.get_actor(actor_name(self.spec.name, node, local), namespace=NAMESPACE)
+        except ValueError:
+            return None
 
     # -- access ---------------------------------------------------------------------------
     @property
@@ -337,29 +363,43 @@ class Cluster:
         return chrome_trace(by_socket)
 
     def stop(self) -> None:
-        """Kill every socket actor of this cluster and remove their shared-memory segments."""
+        """Stop every socket actor of this cluster (revived ones included, found by name) and
+        remove their shared-memory segments: each live socket first leaves its collective
+        groups (which unlinks its segments, on whatever host it runs), then the actors are
+        killed and what a dead or unresponsive socket left on this host is swept."""
         from sn40l.collectives.shm import sweep
 
-        pids = []
-        for h in self.handles:
+        handles = []
+        for rank, h in enumerate(self.handles):
+            h = self.lookup(rank) or h  # the current actor: a revived socket replaced the old
             if h is not None:
-                try:
-                    pids.append(ray.get(h.identity.remote(), timeout=2)["pid"])
-                except Exception:  # noqa: BLE001 - a dead socket has nothing to report
-                    pass
+                handles.append(h)
+        closing = [h.close.remote() for h in handles]
+        ready, _ = ray.wait(closing, num_returns=len(closing), timeout=5)
+        pids = set()
+        for ref in ready:
+            try:
+                pids.add(ray.get(ref)["pid"])
+            except Exception:  # noqa: BLE001 - a dead socket has nothing to report
+                pass
         try:  # the cluster's scheduler controller, if one was started (sn40l.scheduler)
             ray.kill(ray.get_actor(f"slurmctld:{self.spec.name}", namespace=NAMESPACE),
                      no_restart=True)
         except Exception:  # noqa: BLE001 - there is none
             pass
-        for h in self.handles:
-            if h is not None:
-                try:
-                    ray.kill(h, no_restart=True)
-                except Exception:  # noqa: BLE001 - an already-dead actor is fine
-                    pass
+        for h in handles:
+            try:
+                ray.kill(h, no_restart=True)
+            except Exception:  # noqa: BLE001 - an already-dead actor is fine
+                pass
         deadline = time.monotonic() + 10
         while self.exists(self.spec.name) and time.monotonic() < deadline:
             time.sleep(0.05)
-        for pid in pids:
-            sweep(f"sn40l-{pid}-")
+        sweep(pids)  # segments of sockets killed in the middle of a collective
+        sweep()      # and of sockets that had died before (their owner pid is gone)
+
+
+def _is_socket_name(rest: str) -> bool:
+    """Whether ``rest`` is the ``<node>s<local>`` tail of a socket actor's name."""
+    node, sep, local = rest.partition("s")
+    return bool(sep) and node.isdigit() and local.isdigit()

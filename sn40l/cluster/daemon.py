@@ -2,8 +2,9 @@
 
 ``sn40l cluster up`` (without ``--address``) starts this module in a new session. It starts Ray
 in-process, brings the sockets up, writes the cluster record (with its own pid and the Ray
-address), and then waits. SIGTERM (``sn40l cluster down``) stops the sockets and Ray and removes
-the record. A failure during start-up is written to ``clusters/<name>.error`` for ``up`` to show.
+address), and then waits. SIGTERM (``sn40l cluster down``) stops the sockets (and their
+shared-memory segments) and Ray, removes Ray's socket files and then the record. A failure
+during start-up is written to ``clusters/<name>.error`` for ``up`` to show.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import traceback
 import ray
 
 from sn40l.cluster.cluster import Cluster, ensure_ray, local_auth_mode
-from sn40l.cluster.record import record_path, remove_record, write_record
+from sn40l.cluster.record import load_partitions, record_path, remove_record, write_record
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,20 +30,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default="sn40l")
     parser.add_argument("--num-cpus", type=int, default=None)
     parser.add_argument("--partitions", default=None)
+    parser.add_argument("--timeout", type=float, default=120.0)
     args = parser.parse_args(argv)
     error_file = record_path(args.name).with_suffix(".error")
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    starting = [True]
+
+    def on_signal(*_):
+        stop.set()
+        if starting[0]:  # `cluster up` gave up (its --timeout): abandon the start-up
+            raise _Stopped("stopped during start-up")
+
     try:
         ensure_ray(None, num_cpus=args.num_cpus)
+        # ray.init installs its own SIGTERM handler (which exits at once); ours replaces it so
+        # that `cluster down` runs the clean-up below: sockets, segments, Ray.
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
         cluster = Cluster.start(nodes=args.nodes, sockets_per_node=args.sockets_per_node,
-                                profile=args.profile, name=args.name)
-    except BaseException as exc:  # noqa: BLE001 - reported to `cluster up`, then re-raised
+                                profile=args.profile, name=args.name, timeout_s=args.timeout)
+        starting[0] = False
+    except BaseException as exc:  # noqa: BLE001 - reported to `cluster up`
         error_file.parent.mkdir(parents=True, exist_ok=True)
         error_file.write_text(f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}")
-        if ray.is_initialized():
-            ray.shutdown()
+        _shutdown_ray()
         return 1
     write_record({"name": args.name, "address": ray.get_runtime_context().gcs_address,
                   "nodes": cluster.spec.nodes, "sockets_per_node": cluster.spec.sockets_per_node,
@@ -54,31 +65,33 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cluster.stop()
     finally:
-        remove_record(args.name)
-        ray.shutdown()
+        _shutdown_ray()
+        remove_record(args.name)  # last: `cluster down` waits for the record to go
     return 0
 
 
-def load_partitions(path: str) -> list[dict]:
-    """Scheduler partitions, kept in the cluster record for the scheduler's controller (which
-    starts on the first Slurm command), from a YAML file: ``partitions: [{name, nodes, default, max_time,
-    default_time, max_nodes}]``."""
-    import yaml
+class _Stopped(BaseException):
+    """SIGTERM/SIGINT arrived while the cluster was still starting."""
 
-    from sn40l.errors import ConfigError
 
+def _shutdown_ray() -> None:
+    """Stop the embedded Ray and remove the Unix socket files its session left."""
+    if not ray.is_initialized():
+        return
     try:
-        with open(path) as f:
-            data = yaml.safe_load(f)
-    except OSError as exc:
-        raise ConfigError(f"--partitions {path}: {exc.strerror}") from None
-    parts = data.get("partitions") if isinstance(data, dict) else None
-    if not isinstance(parts, list) or not parts or not all(
-            isinstance(p, dict) and p.get("name") for p in parts):
-        raise ConfigError(f"--partitions {path}: expected 'partitions:' with a list of "
-                          "mappings, each with a 'name' (and nodes, default, max_time, "
-                          "default_time, max_nodes)")
-    return parts
+        from ray._private import worker  # the session directory of this process's Ray
+
+        session = worker._global_node.get_session_dir_path()
+    except (ImportError, AttributeError):  # pragma: no cover - other Ray versions
+        session = None
+    ray.shutdown()
+    if session:
+        sockets = os.path.join(session, "sockets")
+        for entry in os.listdir(sockets) if os.path.isdir(sockets) else ():
+            try:
+                os.unlink(os.path.join(sockets, entry))
+            except OSError:
+                pass
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import numpy as np
 from sn40l.compiler.checkpoint import is_checkpoint, load_config, load_weights
 from sn40l.compiler.models import check_materializable
 from sn40l.compiler.pef import Artifact
+from sn40l.compiler.validate import check_load
 from sn40l.errors import ConfigError
 from sn40l.socket.engine import TileEngine, random_weights
 
@@ -59,6 +60,8 @@ class EngineOps:
             raise ConfigError(f"a model {tag!r} is already loaded on socket {self.ident.label}")
         self._note_owner(job, tag)
         digest, plan = self._plan(pef, tag)
+        check_load(plan, weights if tensors is None else "tensors",
+                   origin=f"artifact of {tag!r}", home=home)  # before weights are made
         comm = self.communicator(group) if int(plan["config"]["tp"]) > 1 else None
         table = self._replays.setdefault((digest, group), {}) if replay else None
         engine = TileEngine(self.socket, plan, rank, tag, comm, table)

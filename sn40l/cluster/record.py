@@ -13,6 +13,21 @@ from pathlib import Path
 
 import psutil
 
+from sn40l.errors import ConfigError
+
+
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+def check_cluster_name(name: object) -> str:
+    """A cluster name is 1-64 letters, digits, '.', '_' or '-', not starting with '.' or '-'
+    (it becomes part of actor, file and shared-memory names)."""
+    if (not isinstance(name, str) or not 1 <= len(name) <= 64 or name[0] in ".-"
+            or not set(name) <= _NAME_CHARS):
+        raise ConfigError(f"cluster name {name!r} is not allowed; use 1 to 64 letters, digits, "
+                          "'.', '_' or '-', not starting with '.' or '-'")
+    return name
+
 
 def state_dir() -> Path:
     """``$SN40L_STATE_DIR`` or ``~/.sn40l``; created on first use."""
@@ -22,6 +37,7 @@ def state_dir() -> Path:
 
 
 def record_path(name: str = "default") -> Path:
+    check_cluster_name(name)
     return state_dir() / "clusters" / f"{name}.json"
 
 
@@ -60,3 +76,34 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+def load_partitions(path: str) -> list[dict]:
+    """Scheduler partitions, kept in the cluster record for the scheduler's controller (which
+    starts on the first Slurm command), from a YAML file: ``partitions: [{name, nodes,
+    default, max_time, default_time, max_nodes}]``. A key outside these is refused."""
+    import yaml
+
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except OSError as exc:
+        raise ConfigError(f"--partitions {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--partitions {path}: not valid YAML: "
+                          f"{str(exc).splitlines()[0]}") from None
+    parts = data.get("partitions") if isinstance(data, dict) else None
+    if not isinstance(parts, list) or not parts or not all(
+            isinstance(p, dict) and p.get("name") for p in parts):
+        raise ConfigError(f"--partitions {path}: expected 'partitions:' with a list of "
+                          "mappings, each with a 'name' (and nodes, default, max_time, "
+                          "default_time, max_nodes)")
+    for i, part in enumerate(parts):
+        unknown = sorted(set(map(str, part)) - PARTITION_KEYS)
+        if unknown:
+            raise ConfigError(f"--partitions {path}: partitions[{i}] has unknown key(s) "
+                              f"{unknown}; allowed: {', '.join(sorted(PARTITION_KEYS))}")
+    return parts
+
+
+PARTITION_KEYS = frozenset({"name", "nodes", "default", "max_time", "default_time", "max_nodes"})

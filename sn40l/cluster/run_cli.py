@@ -153,6 +153,33 @@ def _check_pair(art, draft_art, weights: str, acceptance: float | None) -> None:
                           "models measure their acceptance")
 
 
+def check_run(art, prompt: list[int], max_new_tokens: int, weights: str, seed: int) -> None:
+    """What the sockets would refuse, refused here first: token ids outside the vocabulary, a
+    prompt plus new tokens longer than the compiled sequence, an unknown weights source, more
+    host memory than materialized weights may take."""
+    from sn40l.compiler.checkpoint import is_checkpoint
+    from sn40l.compiler.validate import check_load
+    from sn40l.errors import ConfigError
+
+    vocab, seq_len = int(art.plan["model"]["vocab"]), int(art.plan["config"]["seq_len"])
+    bad = [t for t in prompt if not 0 <= t < vocab]
+    if bad:
+        raise ConfigError(f"--prompt-ids: token id(s) {bad[:5]} out of range; the model's "
+                          f"vocabulary is 0 to {vocab - 1}")
+    if max_new_tokens < 1:
+        raise ConfigError(f"--max-new-tokens {max_new_tokens} is out of range; allowed 1 to "
+                          f"{max(1, seq_len - len(prompt))}")
+    if len(prompt) + max_new_tokens > seq_len:
+        raise ConfigError(f"{len(prompt)} prompt tokens + --max-new-tokens {max_new_tokens} "
+                          f"exceed the compiled sequence length {seq_len} (--seq-len)")
+    if weights not in ("random", "phantom") and not is_checkpoint(weights):
+        raise ConfigError(f"--weights {weights!r}: allowed 'random', 'phantom' or a checkpoint "
+                          "directory (config.json + model.safetensors)")
+    if not 0 <= seed < 2**63:
+        raise ConfigError(f"--seed {seed} is out of range; allowed 0 to {2**63 - 1}")
+    check_load(art.plan, weights, origin=f"model {art.plan['model']['name']!r}")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from sn40l.compiler.models import check_materializable
     from sn40l.compiler.tokenizer import CheckpointTokenizer
@@ -189,6 +216,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             "random" if model_name.startswith("tiny") else "phantom")
         if weights != "phantom":  # a phantom-only preset is refused before any socket starts
             check_materializable(model_from_plan(art.plan))
+        check_run(art, prompt, args.max_new_tokens, weights, args.seed)  # before any socket
         draft_art = draft_tensors = None
         if args.draft:
             draft_art = _artifact(args.draft, args, art.tp, int(art.plan["config"]["nodes"]),

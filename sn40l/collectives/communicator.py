@@ -25,7 +25,6 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ import numpy as np
 from sn40l.collectives.algorithms import allreduce_algorithm, star_limit_bytes
 from sn40l.collectives.algorithms.ring import ring
 from sn40l.collectives.endpoint import PeerGone
-from sn40l.collectives.shm import Segment
+from sn40l.collectives.shm import Segment, pid_alive, segment_name
 from sn40l.collectives.transport import Member, Transport
 from sn40l.collectives.types import AllReduceAlgo, ReduceOp
 from sn40l.collectives.wire import CHUNK_BYTES, Message, encode, encode_abort, pack_extra, \
@@ -135,9 +134,10 @@ class Communicator:
             if seg is not None:
                 self._retired.append(seg)  # peers may still read it: closed with the group
             size = max(4096, 1 << max(0, (nbytes - 1).bit_length()))
-            # the pid prefix lets Cluster.stop sweep what a killed socket left behind
-            seg = Segment(f"sn40l-{os.getpid()}-{self.members[self.rank].rank}-{id(self):x}-"
-                          f"{next(self._generation)}", size, create=True)
+            # the owner pid in the name lets a sweep remove what a killed socket left behind
+            seg = Segment(segment_name(self.socket.ident.cluster, self.members[self.rank].rank,
+                                       f"{id(self):x}.{next(self._generation)}"),
+                          size, create=True)
             self._own[parity] = seg
         return seg
 
@@ -284,7 +284,7 @@ class Communicator:
     def _check_peers(self) -> None:
         """Raise when a member on this host has died or the transport lost one."""
         for m in self.members:
-            if m.index in self._same_host and m.index != self.rank and not _alive(m.pid):
+            if m.index in self._same_host and m.index != self.rank and not pid_alive(m.pid):
                 self._fail(f"collective group {self.name!r}: peer {self._who(m.index)} died")
         try:
             self.transport.check()
@@ -512,16 +512,3 @@ class Communicator:
         self.transport.close()
         self.transport.endpoint.forget(self._gname)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True

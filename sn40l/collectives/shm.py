@@ -63,14 +63,70 @@ class Segment:
                 pass
 
 
-def sweep(prefix: str) -> int:
-    """Remove leftover segments whose names start with ``prefix`` (after a crash)."""
+_PREFIX = "sn40l-"
+
+
+def segment_name(cluster: str, rank: int, uniq: str) -> str:
+    """The name of a segment that socket ``rank`` of ``cluster`` creates in this process:
+    ``sn40l-<cluster>-<owner pid>-<rank>-<uniq>``. The owner's pid tells a sweep whether the
+    segment is still in use; the cluster name tells a reader whose it is. ``uniq`` must not
+    contain '-' (names are parsed from the right, so cluster names may)."""
+    if "-" in uniq or not uniq:
+        raise ValueError(f"segment suffix {uniq!r} must be non-empty without '-'")
+    return f"{_PREFIX}{cluster}-{os.getpid()}-{rank}-{uniq}"
+
+
+def segment_owner(name: str) -> tuple[str, int] | None:
+    """(cluster, owner pid) of a name made by :func:`segment_name`, or None for other names."""
+    if not name.startswith(_PREFIX):
+        return None
+    parts = name[len(_PREFIX):].rsplit("-", 3)
+    if len(parts) != 4 or not parts[0] or not parts[1].isdigit() or not parts[2].isdigit():
+        return None
+    return parts[0], int(parts[1])
+
+
+def sweep(owners: "set[int] | None" = None) -> int:
+    """Remove this user's segments whose owner pid is in ``owners`` (sockets just killed) or,
+    with ``owners=None``, whose owner process is gone (what a crash left behind). A segment of
+    a live owner is never touched, whichever cluster or state directory it belongs to.
+    Returns the number removed."""
     removed = 0
-    for name in os.listdir(SHM_DIR):
-        if name.startswith(prefix):
-            try:
-                os.unlink(os.path.join(SHM_DIR, name))
-                removed += 1
-            except OSError:
-                pass
+    try:
+        names = os.listdir(SHM_DIR)
+    except OSError:
+        return 0
+    uid = os.getuid()
+    for name in names:
+        parsed = segment_owner(name)
+        if parsed is None:
+            continue
+        pid = parsed[1]
+        if owners is not None and pid not in owners:
+            continue
+        if owners is None and pid_alive(pid):
+            continue
+        path = os.path.join(SHM_DIR, name)
+        try:
+            if os.stat(path).st_uid != uid:
+                continue
+            os.unlink(path)
+            removed += 1
+        except OSError:
+            pass
     return removed
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (another user's counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True

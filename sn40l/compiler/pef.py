@@ -2,7 +2,8 @@
 
 Layout: ``b"SN40LPEF"`` | format version (uint32, big-endian) | SHA-256 of the payload (32 bytes)
 | msgpack payload. A file that is truncated, corrupt, of another version or not a .pef at all is
-refused with a message that says which.
+refused with a message that says which; a well-formed one is validated field by field
+(:mod:`sn40l.compiler.validate`) before it is used.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import msgpack
 
+from sn40l.compiler.validate import decode, validate_plan
 from sn40l.errors import CompileError
 
 MAGIC = b"SN40LPEF"
@@ -59,17 +61,19 @@ class Artifact:
         if hashlib.sha256(payload).digest() != digest:
             raise CompileError(f"{origin}: checksum mismatch: the file is corrupt or truncated "
                                f"({len(payload)} payload bytes)")
-        try:
-            plan = msgpack.unpackb(payload, raw=False)
-        except Exception as exc:  # noqa: BLE001 - any decoder failure means a corrupt file
-            raise CompileError(f"{origin}: payload is not valid msgpack: {exc}") from None
+        plan = decode(payload, origin)
+        validate_plan(plan, origin)  # every field, before anything is allocated or generated
         return cls(plan)
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_bytes(self.to_bytes())
-        tmp.replace(path)  # never a half-written .pef
+        try:
+            tmp.write_bytes(self.to_bytes())
+            tmp.replace(path)  # never a half-written .pef
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise CompileError(f"cannot write {path}: {exc.strerror or exc}") from None
         return path
 
     @classmethod

@@ -675,6 +675,8 @@ class ControllerActor:
         refs = {}
         dead = []
         for r, h in enumerate(self.cluster.handles):
+            if h is None:  # a socket dead at start-up, or revived by another process since
+                h = self.cluster.handles[r] = self.cluster.lookup(r)
             if h is None:
                 dead.append(r)
                 continue
@@ -685,6 +687,7 @@ class ControllerActor:
                 ray.get(ref)
             except Exception:  # noqa: BLE001 - the actor died
                 dead.append(refs[ref])
+                self.cluster.handles[refs[ref]] = None  # looked up by name next time
         dead += [refs[ref] for ref in pending]
         return sorted(dead)
 
