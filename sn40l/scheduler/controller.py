@@ -38,6 +38,7 @@ from sn40l.scheduler import agent, hostlist, private, stepd
 from sn40l.scheduler.client import Client, ControllerUnavailable, endpoint, recv_frame, send_frame
 from sn40l.scheduler.core import (FINAL_STATES, Partition, RequestError, SchedulerCore, Who,
                                   _display_id)
+from sn40l.scheduler.job import tasks_per_node
 from sn40l.scheduler.store import Store
 from sn40l.scheduler.timespec import parse_time_limit
 from sn40l.scheduler.types import JobState
@@ -474,7 +475,7 @@ class ControllerActor:
         req = job["req"]
         nodes = sorted(job["alloc"])
         n = len(nodes)
-        tasks_per_node = req.get("ntasks_per_node") or -(-req["ntasks"] // n)
+        tpn = tasks_per_node(n, req["ntasks"], req.get("ntasks_per_node"))
         cpus_node = job["alloc"][nodes[0]]["cpus"]
         env = dict(req.get("env") or {})
         nodelist = hostlist.compress(nodes)
@@ -486,7 +487,7 @@ class ControllerActor:
             "SLURM_JOB_NUM_NODES": str(n), "SLURM_NNODES": str(n),
             "SLURM_JOB_NODELIST": nodelist, "SLURM_NODELIST": nodelist,
             "SLURM_NTASKS": str(req["ntasks"]), "SLURM_NPROCS": str(req["ntasks"]),
-            "SLURM_TASKS_PER_NODE": _per_node(tasks_per_node, n),
+            "SLURM_TASKS_PER_NODE": _per_node(tpn, n),
             "SLURM_JOB_CPUS_PER_NODE": _per_node(cpus_node, n),
             "SLURM_CPUS_ON_NODE": str(cpus_node),
             "SLURM_SUBMIT_DIR": req["submit_dir"], "SLURM_SUBMIT_HOST": socket.gethostname(),

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from sn40l.errors import SchedulerError
 from sn40l.scheduler import hostlist
+from sn40l.scheduler.job import tasks_per_node
 from sn40l.scheduler.request import SubmitError, parse_dependency
 from sn40l.scheduler.store import Store
 from sn40l.scheduler.types import FINAL_STATES, DepKind, DepStatus, JobState, KillCause, Reason
@@ -181,7 +182,7 @@ class SchedulerCore:
         """(cpus, rdus, mem MB) the job needs on each of its nodes."""
         req = job["req"]
         n = max(1, req["nodes"])
-        tasks = req.get("ntasks_per_node") or -(-req["ntasks"] // n)
+        tasks = tasks_per_node(n, req["ntasks"], req.get("ntasks_per_node"))
         cpus = tasks * (req.get("cpus_per_task") or 1)
         mem = req.get("mem_mb") or (req.get("mem_per_cpu_mb") or 0) * cpus
         return cpus, req.get("gres_rdu", 0), mem

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 
 from sn40l.scheduler.errors import SubmitError
 from sn40l.scheduler.getopt import Opt, Parser, UsageError
+from sn40l.scheduler.job import Dep
 from sn40l.scheduler.sbatch_input import input_env_options, parse_signal
 from sn40l.scheduler.timespec import parse_begin, parse_time_limit
+from sn40l.scheduler.types import DepKind
 
 MAX_ARRAY_SIZE = 1001  # Slurm's default MaxArraySize: indices 0..1000
 
@@ -184,18 +186,7 @@ def parse_array(text: str) -> ArraySpec:
     return ArraySpec(tuple(sorted(set(indices))), throttle)
 
 
-DEPENDENCY_TYPES = ("after", "afterany", "afterok", "afternotok", "aftercorr", "singleton")
-
-
-@dataclass(frozen=True)
-class Dep:
-    """One dependency term: type, job id, array task (None = the whole job or array), and for
-    ``after`` a delay in minutes."""
-
-    kind: str
-    job: int = 0
-    task: int | None = None
-    delay_min: int = 0
+DEPENDENCY_TYPES = tuple(k.value for k in DepKind)
 
 
 def parse_dependency(text: str) -> tuple[str, list[Dep]]:
@@ -211,7 +202,7 @@ def parse_dependency(text: str) -> tuple[str, list[Dep]]:
     deps: list[Dep] = []
     for term in re.split(r"[,?]", text):
         if term == "singleton":
-            deps.append(Dep("singleton"))
+            deps.append(Dep(DepKind.SINGLETON))
             continue
         kind, colon, rest = term.partition(":")
         if kind not in DEPENDENCY_TYPES or kind == "singleton" or not colon or not rest:
@@ -220,7 +211,7 @@ def parse_dependency(text: str) -> tuple[str, list[Dep]]:
             m = re.match(r"^(\d+)(?:_(\d+))?(?:\+(\d+))?$", ref)
             if not m or (m.group(3) and kind != "after"):
                 raise bad
-            deps.append(Dep(kind, int(m.group(1)),
+            deps.append(Dep(DepKind(kind), int(m.group(1)),
                             int(m.group(2)) if m.group(2) is not None else None,
                             int(m.group(3) or 0)))
     return mode, deps

@@ -22,6 +22,7 @@ import time
 
 from sn40l.scheduler.connect import connect
 from sn40l.scheduler.getopt import Opt, Parser
+from sn40l.scheduler.job import tasks_per_node
 from sn40l.scheduler.types import FINAL_STATES, JobState
 
 SRUN_OPTS = [
@@ -168,7 +169,7 @@ def _step(opts: dict, command: list[str]) -> int:
         print(f"srun: error: Unable to create step for job {job_id}: Requested node "
               "configuration is not available", file=sys.stderr)
         return 1
-    per_node = ntpn or -(-ntasks // n_nodes)
+    per_node = tasks_per_node(n_nodes, ntasks, ntpn)
     if per_node * cpt > cpus_node or ntasks > per_node * n_nodes:
         print(f"srun: error: Unable to create step for job {job_id}: More processors requested "
               "than permitted", file=sys.stderr)

@@ -13,7 +13,11 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from sn40l.scheduler.types import ACTIVE_STATES
+from dataclasses import fields
+
+from sn40l.scheduler.job import Alloc, Job, JobRequest, Signal
+from sn40l.scheduler.request import parse_dependency
+from sn40l.scheduler.types import ACTIVE_STATES, JobState
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -46,6 +50,76 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 """
 
+# -- the row mapping: the one place that knows a record's keys ---------------------------------
+_REQ_FIELDS = {f.name for f in fields(JobRequest)} - {"deps", "dep_mode"}
+_JOB_FIELDS = {f.name for f in fields(Job)}
+_REQ_TUPLES = ("array", "nodelist", "exclude", "script_args")
+# flags the submitting command acts on; the core drops them before it stores a request
+_COMMAND_FLAGS = ("parsable", "test_only", "wait", "quiet")
+
+
+def _refuse_unknown(record: dict, known: set[str], what: str) -> None:
+    unknown = sorted(set(record) - known)
+    if unknown:
+        raise ValueError(f"{what} has unknown field(s) {', '.join(unknown)}; known: "
+                         f"{', '.join(sorted(known))}")
+
+
+def request_from_record(record: dict) -> JobRequest:
+    """The typed request of a stored (or just submitted) request record; the dependency text is
+    parsed here, once. Refuses a key it does not know, by name."""
+    rec = {k: v for k, v in record.items() if k not in _COMMAND_FLAGS}
+    _refuse_unknown(rec, _REQ_FIELDS, "job request")
+    for key in _REQ_TUPLES:
+        if rec.get(key) is not None:
+            rec[key] = tuple(rec[key])
+    if rec.get("signal") is not None:
+        rec["signal"] = Signal(**rec["signal"])
+    if rec.get("dependency"):
+        rec["dep_mode"], deps = parse_dependency(rec["dependency"])
+        rec["deps"] = tuple(deps)
+    return JobRequest(**rec)
+
+
+def request_to_record(req: JobRequest) -> dict:
+    out = {}
+    for f in fields(JobRequest):
+        if f.name in ("deps", "dep_mode"):
+            continue
+        value = getattr(req, f.name)
+        if isinstance(value, tuple):
+            value = list(value)
+        elif isinstance(value, Signal):
+            value = {"signum": value.signum, "seconds": value.seconds,
+                     "batch_only": value.batch_only, "text": value.text}
+        out[f.name] = value
+    return out
+
+
+def job_from_record(record: dict) -> Job:
+    """The typed job of a stored record. Refuses a key it does not know, by name."""
+    _refuse_unknown(record, _JOB_FIELDS, f"job {record.get('id')}")
+    rec = dict(record)
+    rec["state"] = JobState(rec["state"])
+    if rec.get("final_state") is not None:
+        rec["final_state"] = JobState(rec["final_state"])
+    rec["reason"] = str(rec["reason"])
+    rec["req"] = request_from_record(rec["req"])
+    if rec.get("alloc") is not None:
+        rec["alloc"] = {name: Alloc(a["cpus"], tuple(a["sockets"]), a["mem"])
+                        for name, a in rec["alloc"].items()}
+    return Job(**rec)
+
+
+def job_to_record(job: Job) -> dict:
+    out = {f.name: getattr(job, f.name) for f in fields(Job)}
+    out["state"] = job.state.value
+    out["final_state"] = job.final_state.value if job.final_state is not None else None
+    out["req"] = request_to_record(job.req)
+    if job.alloc is not None:
+        out["alloc"] = {name: {"cpus": a.cpus, "sockets": list(a.sockets), "mem": a.mem}
+                        for name, a in job.alloc.items()}
+    return out
 
 
 class Store:

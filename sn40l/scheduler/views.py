@@ -12,6 +12,7 @@ import re
 import time
 
 from sn40l.scheduler import hostlist
+from sn40l.scheduler.job import tasks_per_node
 from sn40l.scheduler.timespec import format_duration, format_timestamp
 
 STATE_CODES = {"PENDING": "PD", "RUNNING": "R", "COMPLETING": "CG", "COMPLETED": "CD",
@@ -161,7 +162,7 @@ def squeue_value(job: dict, letter: str, now: float | None = None) -> str:
         if job.get("alloc"):
             return str(sum(a["cpus"] for a in job["alloc"].values()))
         n = req["nodes"]
-        tpn = req.get("ntasks_per_node") or -(-req["ntasks"] // n)
+        tpn = tasks_per_node(n, req["ntasks"], req.get("ntasks_per_node"))
         return str(n * tpn * (req.get("cpus_per_task") or 1))
     if letter == "R":
         if state in ("PENDING",) or not job.get("alloc"):
@@ -427,7 +428,7 @@ def sacct_value(row: dict, field: str, now: float | None = None) -> str:
         return _tres(cpus, rdus, mem, len(alloc))
     if f == "reqtres":
         n = req["nodes"]
-        tpn = req.get("ntasks_per_node") or -(-req["ntasks"] // n)
+        tpn = tasks_per_node(n, req["ntasks"], req.get("ntasks_per_node"))
         return _tres(n * tpn * (req.get("cpus_per_task") or 1), n * req.get("gres_rdu", 0),
                      (req.get("mem_mb") or 0) * n, n)
     if f == "reqgres" or f == "allocgres":
@@ -452,7 +453,7 @@ def sacct_value(row: dict, field: str, now: float | None = None) -> str:
         return str(step.get("ntasks", 1)) if step else ""
     if f == "reqcpus":
         n = req["nodes"]
-        return str(n * (req.get("ntasks_per_node") or -(-req["ntasks"] // n))
+        return str(n * (tasks_per_node(n, req["ntasks"], req.get("ntasks_per_node")))
                    * (req.get("cpus_per_task") or 1))
     if f == "reqmem":
         return f"{req['mem_mb']}M" if req.get("mem_mb") else "0"
@@ -523,7 +524,7 @@ def show_job(job: dict, now: float | None = None) -> str:
     run = format_duration(((job.get("end_time") or now) - job["start_time"]), "sacct") \
         if job.get("start_time") else "00:00:00"
     n = req["nodes"]
-    tpn = req.get("ntasks_per_node") or -(-req["ntasks"] // n)
+    tpn = tasks_per_node(n, req["ntasks"], req.get("ntasks_per_node"))
     cpus = sum(a["cpus"] for a in alloc.values()) if alloc else \
         n * tpn * (req.get("cpus_per_task") or 1)
     code = f"{job.get('exit_code') or 0}:{job.get('exit_signal') or 0}"
