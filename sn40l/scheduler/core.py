@@ -19,22 +19,20 @@ Slurm) and memory when ``--mem`` is given. A node is ``alloc`` when its CPUs are
 
 from __future__ import annotations
 
-import math
 import pwd
 import time
 from dataclasses import dataclass, field
 
 from sn40l.errors import SchedulerError
-from sn40l.scheduler import hostlist
+from sn40l.scheduler import backfill, hostlist
 from sn40l.scheduler.job import tasks_per_node
 from sn40l.scheduler.request import SubmitError, parse_dependency
-from sn40l.scheduler.store import Store
+from sn40l.scheduler.store import Store, job_from_record
 from sn40l.scheduler.types import FINAL_STATES, DepKind, DepStatus, JobState, KillCause, Reason
 
 BASE_PRIORITY = 4294901760  # priority/basic: the first job gets the highest, then one less each
 BF_MAX_JOB_TEST = 100  # pending jobs the backfill pass considers (Slurm's bf_max_job_test)
 MIN_JOB_AGE_S = 300  # finished jobs stay visible to squeue this long (Slurm's MinJobAge)
-INF = math.inf
 
 
 class RequestError(SchedulerError):
@@ -366,9 +364,8 @@ class SchedulerCore:
                 counts[j["array_job_id"]] = counts.get(j["array_job_id"], 0) + 1
         return counts
 
-    def _pending_reason(self, job: dict, now: float,
-                        array_running: dict[int, int]) -> str | None:
-        """Why an eligible-looking job may not be considered now, or None."""
+    def _pending_reason(self, job: dict, now: float) -> str | None:
+        """Why a pending job may not be considered now (the %N throttle aside), or None."""
         if job["held"]:
             return "JobHeldAdmin" if job["held"] == "admin" else "JobHeldUser"
         begin = job["req"].get("begin")
@@ -393,10 +390,13 @@ class SchedulerCore:
         bad = [w for w in wanted if not self.nodes[w].usable]
         if bad:
             return f"ReqNodeNotAvail, UnavailableNodes:{hostlist.compress(bad)}"
-        throttle = job.get("array_throttle") or 0
-        if throttle and array_running.get(job["array_job_id"], 0) >= throttle:
-            return "JobArrayTaskLimit"
         return None
+
+    @staticmethod
+    def _throttled(job: dict, array_running: dict[int, int]) -> bool:
+        """Whether the job's array already runs as many tasks as its ``%N`` allows."""
+        throttle = job.get("array_throttle") or 0
+        return bool(throttle) and array_running.get(job["array_job_id"], 0) >= throttle
 
     def _order(self) -> list[dict]:
         pending = [j for j in self.jobs.values() if j["state"] == "PENDING"]
@@ -406,51 +406,49 @@ class SchedulerCore:
 
     def schedule(self) -> list[dict]:
         """One scheduling pass. Starts what can start (state RUNNING with its allocation, to be
-        launched by the caller) and updates the reasons of the rest. Returns the started jobs."""
+        launched by the caller) and updates the reasons of the rest. Returns the started jobs.
+        Which jobs start is :func:`sn40l.scheduler.backfill.plan`'s decision."""
         now = self.now()
-        timeline: _Timeline | None = None  # built at the first job that must wait
-        started: list[dict] = []
-        blocked_partitions: set[str] = set()
-        considered = 0
         changed: list[dict] = []
-        array_running = self._array_running()
-
-        def start_now(job: dict, nodes: list[NodeInfo]) -> None:
-            self._start(job, nodes, now)
-            started.append(job)
-            if job.get("array_job_id") is not None:
-                array_running[job["array_job_id"]] = array_running.get(job["array_job_id"],
-                                                                       0) + 1
-
+        eligible: list[dict] = []
         for job in self._order():
-            reason = self._pending_reason(job, now, array_running)
-            if reason is None and considered >= BF_MAX_JOB_TEST:
-                reason = "Priority"
-            if reason is not None:
-                if job["reason"] != reason:
-                    job["reason"] = reason
-                    changed.append(job)
+            reason = self._pending_reason(job, now)
+            if reason is None:
+                eligible.append(job)
+            elif job["reason"] != reason:
+                job["reason"] = reason
+                changed.append(job)
+        if not eligible:
+            if changed:
+                self._save(*changed)
+            return []
+        counts = self._array_running()
+        pulled: set[int] = set()  # the jobs the planner looked at
+
+        def typed():
+            for job in eligible:
+                pulled.add(job["id"])
+                yield job_from_record(job)
+
+        result = backfill.plan(typed(), [job_from_record(j) for j in self.running()],
+                               self._capacities(), now, self._partition_nodes(), counts,
+                               BF_MAX_JOB_TEST)
+        started: list[dict] = []
+        for job in eligible:
+            if job["id"] in pulled and (job["id"] in result.start
+                                  or result.reasons[job["id"]] != Reason.JOB_ARRAY_TASK_LIMIT):
+                if job.get("eligible_time") is None:
+                    job["eligible_time"] = now  # considered by this pass
+            if job["id"] in result.start:
+                self._start(job, [self.nodes[n] for n in result.start[job["id"]]], now)
+                started.append(job)
+                if job.get("array_job_id") is not None:
+                    counts[job["array_job_id"]] = counts.get(job["array_job_id"], 0) + 1
                 continue
-            considered += 1
-            if job.get("eligible_time") is None:
-                job["eligible_time"] = now
-            if timeline is None:
-                # No reservation yet: a job that fits the free resources now can only gain
-                # room as running jobs end, so it fits for its whole time limit.
-                nodes = self._fit_now(job)
-                if nodes:
-                    start_now(job, nodes)
-                    continue
-                timeline = _Timeline(self, now)
-            start, nodes = timeline.earliest(job)
-            if start <= now and nodes:
-                start_now(job, nodes)
-                timeline.add_job(job, now)
-                continue
-            if nodes:
-                timeline.reserve(job, start, nodes)
-            reason = "Priority" if job["partition"] in blocked_partitions else "Resources"
-            blocked_partitions.add(job["partition"])
+            reason = result.reasons.get(job["id"])
+            if reason is None:  # beyond bf_max_job_test
+                reason = (Reason.JOB_ARRAY_TASK_LIMIT if self._throttled(job, counts)
+                          else Reason.PRIORITY)
             if job["reason"] != reason:
                 job["reason"] = reason
                 changed.append(job)
@@ -458,37 +456,22 @@ class SchedulerCore:
             self._save(*changed, *started)
         return started
 
-    def _fit_now(self, job: dict) -> list[NodeInfo]:
-        """Nodes on which the job fits the resources free at this moment, or []."""
-        cpus, rdus, mem = self._need(job)
-        excl = bool(job["req"].get("exclusive"))
-        required = job["req"].get("nodelist") or []
+    def _capacities(self) -> list[backfill.NodeCapacity]:
+        return [backfill.NodeCapacity(n.name, n.cpus, n.rdus, n.mem_mb, n.usable)
+                for n in self.nodes.values()]
 
-        def fits(n: NodeInfo) -> bool:
-            if not n.usable or n.exclusive is not None or (excl and n.jobs):
-                return False
-            return (n.cpus_used + cpus <= n.cpus and len(n.sockets_used) + rdus <= n.rdus
-                    and n.mem_used + mem <= n.mem_mb)
-
-        fit = [n for n in self._candidates(job) if fits(n)]
-        names = {n.name for n in fit}
-        if not all(r in names for r in required):
-            return []
-        chosen = [self.nodes[r] for r in required]
-        chosen += [n for n in fit if n.name not in required][:job["req"]["nodes"] - len(chosen)]
-        return chosen if len(chosen) >= job["req"]["nodes"] else []
+    def _partition_nodes(self) -> dict[str, list[str]]:
+        return {p.name: p.nodes for p in self.partitions.values()}
 
     def _estimate(self, job: dict, now: float) -> tuple[float, list[str]]:
         """When and where ``job`` would start behind everything already queued (--test-only)."""
-        timeline = _Timeline(self, now)
-        array_running = self._array_running()
-        for other in self._order():
-            if self._pending_reason(other, now, array_running) is None:
-                start, nodes = timeline.earliest(other)
-                if nodes:
-                    timeline.reserve(other, max(start, now), nodes)
-        start, nodes = timeline.earliest(job)
-        return max(start, now), [n.name for n in nodes]
+        counts = self._array_running()
+        pending = [job_from_record(o) for o in self._order()
+                   if self._pending_reason(o, now) is None and not self._throttled(o, counts)]
+        start, nodes = backfill.estimate(
+            job_from_record(job), pending, [job_from_record(j) for j in self.running()],
+            self._capacities(), now, self._partition_nodes())
+        return start, list(nodes)
 
     def _start(self, job: dict, nodes: list[NodeInfo], now: float) -> None:
         cpus, rdus, mem = self._need(job)
@@ -904,80 +887,3 @@ def _display_id(job: dict) -> str:
     if job.get("array_job_id") is not None:
         return f"{job['array_job_id']}_{job['array_task_id']}"
     return str(job["id"])
-
-
-class _Timeline:
-    """Resource use over time per node: running jobs until their time limits, plus the
-    reservations made during one scheduling pass. Answers: when, and on which nodes, could a
-    job run for its whole time limit?"""
-
-    def __init__(self, core: SchedulerCore, now: float):
-        self.core = core
-        self.now = now
-        # node -> list of (start, end, cpus, rdus, mem, exclusive)
-        self.items: dict[str, list[tuple]] = {n: [] for n in core.nodes}
-        for job in core.running():
-            self.add_job(job, now)
-
-    def _end(self, job: dict, start: float) -> float:
-        limit = job.get("time_limit")
-        return INF if limit is None else start + limit
-
-    def add_job(self, job: dict, now: float) -> None:
-        end = self._end(job, job["start_time"] or now)
-        if end <= now:
-            end = now + 1  # over its limit, about to be killed
-        excl = bool(job["req"].get("exclusive"))
-        for name, a in job["alloc"].items():
-            self.items[name].append((-INF, end, a["cpus"], len(a["sockets"]), a["mem"], excl))
-
-    def reserve(self, job: dict, start: float, nodes: list[NodeInfo]) -> None:
-        cpus, rdus, mem = self.core._need(job)
-        excl = bool(job["req"].get("exclusive"))
-        end = self._end(job, start)
-        for node in nodes:
-            self.items[node.name].append((start, end, cpus, rdus, mem, excl))
-
-    def _fits(self, node: NodeInfo, t0: float, t1: float, need: tuple, excl: bool) -> bool:
-        cpus, rdus, mem = need
-        points = [t0] + [s for (s, e, *_rest) in self.items[node.name] if t0 < s < t1]
-        for x in points:
-            c = r = m = 0
-            busy = False
-            for (s, e, ic, ir, im, iexcl) in self.items[node.name]:
-                if s <= x < e:
-                    c += ic
-                    r += ir
-                    m += im
-                    busy = True
-                    if iexcl:
-                        return False
-            if excl and busy:
-                return False
-            if c + cpus > node.cpus or r + rdus > node.rdus or m + mem > node.mem_mb:
-                return False
-        return True
-
-    def earliest(self, job: dict) -> tuple[float, list[NodeInfo]]:
-        """(start, nodes) of the earliest slot for the job; ([]) if no slot ever exists."""
-        need = self.core._need(job)
-        excl = bool(job["req"].get("exclusive"))
-        want = job["req"]["nodes"]
-        required = job["req"].get("nodelist") or []
-        cands = [n for n in self.core._candidates(job) if n.usable]
-        limit = job.get("time_limit")
-        times = sorted({self.now} | {e for items in self.items.values()
-                                     for (s, e, *_r) in items if self.now < e < INF}
-                       | {s for items in self.items.values()
-                          for (s, e, *_r) in items if s > self.now})
-        for t in times:
-            t1 = INF if limit is None else t + limit
-            fit = [n for n in cands if self._fits(n, t, t1, need, excl)]
-            names = {n.name for n in fit}
-            if not all(r in names for r in required):
-                continue
-            chosen = [self.core.nodes[r] for r in required]
-            chosen += [n for n in fit if n.name not in required][:want - len(chosen)]
-            if len(chosen) >= want:
-                return t, chosen
-        return INF, []
