@@ -9,7 +9,8 @@ from datetime import datetime
 import pytest
 
 from sn40l.scheduler import hostlist
-from sn40l.scheduler.controller import array_step, batch_step_state, expand_pattern
+from sn40l.scheduler.controller import batch_step_state
+from sn40l.scheduler.launch import array_step, expand_pattern
 from sn40l.scheduler.core import end_reason
 from sn40l.scheduler.getopt import Opt, Parser, UsageError
 from sn40l.scheduler.request import (SubmitError, batch_directives, build_request, parse_array,

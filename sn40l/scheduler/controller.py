@@ -6,7 +6,7 @@ It owns the :class:`~sn40l.scheduler.core.SchedulerCore` and four threads:
   connection; the caller's uid comes from ``SO_PEERCRED``);
 * **scheduler**: a scheduling pass whenever something changed (and every second, for begin
   times and reservations), then leases the started jobs' sockets and launches their batch steps
-  (:mod:`sn40l.scheduler.stepd`);
+  (:mod:`sn40l.scheduler.launch`, :mod:`sn40l.scheduler.stepd`);
 * **monitor**: every 50 ms, reaps finished steps (their ``exit.json``), enforces time limits
   (SIGTERM, then SIGKILL after KillWait), kills cancelled/requeued/failed-node jobs, and
   releases the sockets of ending jobs;
@@ -27,18 +27,16 @@ import signal
 import socket
 import socketserver
 import struct
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from sn40l.scheduler import agent, hostlist, private, stepd
+from sn40l.scheduler import agent, hostlist, launch, private
 from sn40l.scheduler.client import Client, ControllerUnavailable, endpoint, recv_frame, send_frame
 from sn40l.scheduler.core import (FINAL_STATES, Partition, RequestError, SchedulerCore, Who,
                                   _display_id)
-from sn40l.scheduler.job import tasks_per_node
+from sn40l.scheduler.launch import LAUNCH_TIMEOUT_S
 from sn40l.scheduler.store import Store
 from sn40l.scheduler.timespec import parse_time_limit
 from sn40l.scheduler.types import JobState
@@ -49,7 +47,6 @@ ACTOR_PREFIX = "slurmctld:"
 DEFAULT_KILL_WAIT_S = 30.0  # Slurm's KillWait
 HEALTH_PERIOD_S = 1.0
 HEALTH_TIMEOUT_S = 5.0
-LAUNCH_TIMEOUT_S = 30.0
 SCHED_MIN_INTERVAL_S = 0.05  # between scheduling passes (Slurm's sched_min_interval idea)
 
 
@@ -233,8 +230,8 @@ class ControllerActor:
             out = []
             for j in found:
                 shown = _public(j, full=True)
-                shown["stdout_path"] = os.path.normpath(self._out_path(j, "output"))
-                shown["stderr_path"] = os.path.normpath(self._out_path(j, "error"))
+                shown["stdout_path"] = os.path.normpath(launch.out_path(j, "output"))
+                shown["stderr_path"] = os.path.normpath(launch.out_path(j, "error"))
                 shown["dependency_shown"] = self.core.dependency_text(j)
                 out.append(shown)
             return out
@@ -422,21 +419,15 @@ class ControllerActor:
                 token = self.capability(job).partition(":")[2]
                 ray.get([self.cluster.socket(r).lease.remote(job_id, token) for r in ranks],
                         timeout=LAUNCH_TIMEOUT_S)
-            # stepsec: the run directory is the controller's alone (0700, files 0600); the
-            # script belongs to the job's user, who gets it as an open file from the step
-            private.private_dir(jobdir)
-            script = private.private_file(jobdir / "script", job["req"]["script"], 0o500)
-            if job["uid"] != os.geteuid() and os.geteuid() == 0:
-                os.chown(script, job["uid"], job["gid"])
-            launch = {"argv": [str(script)] + list(job["req"].get("script_args") or []),
-                      "script": str(script),
-                      "env": self._job_env(job, ranks), "workdir": job["req"]["workdir"],
-                      "stdout": self._out_path(job, "output"),
-                      "stderr": self._out_path(job, "error"), "stdin": job["req"].get("input"),
-                      "export": str(job["req"].get("export", "ALL")),
-                      "open_mode": job["req"].get("open_mode", "truncate")}
-            private.private_file(jobdir / "launch.json", json.dumps(launch))
-            self._fork_step(jobdir, job["uid"], job["gid"])
+            tasks = ([t["array_task_id"] for t in self.store.array_tasks(job["array_job_id"])]
+                     if job.get("array_job_id") is not None else [])
+            env = launch.job_env(job, ranks, cluster_name=self.cluster_name,
+                                 state_dir=str(self.state), capability=self.capability(job),
+                                 ray_address=self.ray_address, ray_auth=self.ray_auth,
+                                 array_tasks=tasks)
+            launch.write_run(jobdir, job, env)
+            launch.fork_step(self.step_sock, self.stepd_name, self.server_address[1:], jobdir,
+                             job["uid"], job["gid"], self.lock)
         except Exception as exc:  # noqa: BLE001 - a job that cannot start fails, visibly
             log.warning("job %s failed to launch: %s", job_id, exc)
             node_fail = isinstance(exc, (ray.exceptions.RayActorError,
@@ -448,84 +439,6 @@ class ControllerActor:
                 self.core.completing(job, "NODE_FAIL" if node_fail else "FAILED",
                                      0 if node_fail else 1, 0)
             self._release(job)
-
-    def _fork_step(self, jobdir: Path, uid: int, gid: int) -> None:
-        """Ask the step fork server to start the step in ``jobdir`` as ``uid``/``gid``
-        (starting the server first if it is not running)."""
-        for attempt in range(3):
-            try:
-                self.step_sock.sendto(stepd.datagram(str(jobdir), uid, gid),
-                                      "\0" + self.stepd_name)
-                return
-            except (ConnectionRefusedError, FileNotFoundError):
-                with self.lock:
-                    subprocess.run([sys.executable, "-m", "sn40l.scheduler.stepd", "--serve",
-                                    self.stepd_name, self.server_address[1:]], check=True, stdin=subprocess.DEVNULL,
-                                   timeout=LAUNCH_TIMEOUT_S, close_fds=True)
-        raise RuntimeError("the step fork server does not answer")
-
-    def _out_path(self, job: dict, which: str) -> str:
-        req = job["req"]
-        pattern = req.get(which) or req.get("output") or (
-            "slurm-%A_%a.out" if job.get("array_job_id") is not None else "slurm-%j.out")
-        path = expand_pattern(pattern, job)
-        return os.path.join(req["workdir"], path)
-
-    def _job_env(self, job: dict, ranks: list[int]) -> dict:
-        req = job["req"]
-        nodes = sorted(job["alloc"])
-        n = len(nodes)
-        tpn = tasks_per_node(n, req["ntasks"], req.get("ntasks_per_node"))
-        cpus_node = job["alloc"][nodes[0]]["cpus"]
-        env = dict(req.get("env") or {})
-        nodelist = hostlist.compress(nodes)
-        env.update({
-            "SLURM_JOB_ID": str(job["id"]), "SLURM_JOBID": str(job["id"]),
-            "SLURM_JOB_NAME": job["name"], "SLURM_JOB_USER": job["user"],
-            "SLURM_JOB_UID": str(job["uid"]), "SLURM_JOB_GID": str(job["gid"]),
-            "SLURM_JOB_PARTITION": job["partition"], "SLURM_CLUSTER_NAME": self.cluster_name,
-            "SLURM_JOB_NUM_NODES": str(n), "SLURM_NNODES": str(n),
-            "SLURM_JOB_NODELIST": nodelist, "SLURM_NODELIST": nodelist,
-            "SLURM_NTASKS": str(req["ntasks"]), "SLURM_NPROCS": str(req["ntasks"]),
-            "SLURM_TASKS_PER_NODE": _per_node(tpn, n),
-            "SLURM_JOB_CPUS_PER_NODE": _per_node(cpus_node, n),
-            "SLURM_CPUS_ON_NODE": str(cpus_node),
-            "SLURM_SUBMIT_DIR": req["submit_dir"], "SLURM_SUBMIT_HOST": socket.gethostname(),
-            "SLURMD_NODENAME": nodes[0], "SLURM_NODEID": "0", "SLURM_PROCID": "0",
-            "SLURM_LOCALID": "0", "SLURM_GTIDS": "0", "SLURM_PRIO_PROCESS": "0",
-            "SLURM_JOB_QOS": req.get("qos") or "normal",
-            "SLURM_JOB_ACCOUNT": req.get("account") or "",
-            "SLURM_EXPORT_ENV": req.get("export", "ALL"),
-            "SLURM_RESTART_COUNT": str(job.get("restarts", 0)),
-            "ENVIRONMENT": "BATCH",
-            "SN40L_JOB_ID": str(job["id"]), "SN40L_CLUSTER": self.cluster_name,
-            "SN40L_SOCKETS": ",".join(map(str, ranks)),
-            "SN40L_STATE_DIR": str(self.state),
-            "SN40L_LEASE": self.capability(job),  # stepsec: only the job's env holds it
-        })
-        if job["uid"] == os.geteuid():  # stepsec: Ray's credentials never leave their user
-            env.update({"SN40L_RAY_ADDRESS": self.ray_address, "SN40L_RAY_AUTH": self.ray_auth})
-        if req.get("ntasks_per_node"):
-            env["SLURM_NTASKS_PER_NODE"] = str(req["ntasks_per_node"])
-        if req.get("cpus_per_task"):
-            env["SLURM_CPUS_PER_TASK"] = str(req["cpus_per_task"])
-        if req.get("gres_rdu"):
-            env["SLURM_TRES_PER_NODE"] = f"gres/rdu:{req['gres_rdu']}"
-            env["SLURM_JOB_GRES"] = f"rdu:{req['gres_rdu']}"
-        if req.get("mem_mb"):
-            env["SLURM_MEM_PER_NODE"] = str(req["mem_mb"])
-        if job["time_limit"] is not None:
-            env["SLURM_JOB_END_TIME"] = str(int(job["start_time"] + job["time_limit"]))
-        env["SLURM_JOB_START_TIME"] = str(int(job["start_time"]))
-        if job.get("array_job_id") is not None:
-            tasks = [t["array_task_id"] for t in self.store.array_tasks(job["array_job_id"])]
-            env.update({"SLURM_ARRAY_JOB_ID": str(job["array_job_id"]),
-                        "SLURM_ARRAY_TASK_ID": str(job["array_task_id"]),
-                        "SLURM_ARRAY_TASK_COUNT": str(len(tasks)),
-                        "SLURM_ARRAY_TASK_MIN": str(min(tasks)),
-                        "SLURM_ARRAY_TASK_MAX": str(max(tasks)),
-                        "SLURM_ARRAY_TASK_STEP": str(array_step(req.get("array_text")))})
-        return env
 
     # -- monitoring ------------------------------------------------------------------------
     def _monitor_loop(self) -> None:
@@ -708,41 +621,6 @@ def batch_step_state(job_state: str, signal_num: int) -> str:
     if signal_num and job_state in (JobState.FAILED, JobState.TIMEOUT, JobState.CANCELLED):
         return JobState.CANCELLED
     return job_state
-
-
-def array_step(text: str | None) -> int:
-    """SLURM_ARRAY_TASK_STEP: the stride of a single ``lo-hi:step`` range, else 1 (as Slurm
-    22.05 sets it for ``0-6:3`` and for ``1,3,7``)."""
-    import re
-
-    m = re.match(r"^\d+-\d+:(\d+)(%\d+)?$", (text or "").strip())
-    return int(m.group(1)) if m else 1
-
-
-def _per_node(value: int, n: int) -> str:
-    return str(value) if n == 1 else f"{value}(x{n})"
-
-
-def expand_pattern(pattern: str, job: dict) -> str:
-    """Slurm's filename patterns: %j %x %A %a %N %u %n %t %%; ``%5j`` pads with zeros."""
-    import re
-
-    array_id = job.get("array_job_id")
-    values = {"j": str(job["id"]), "x": job["name"], "u": job["user"],
-              "A": str(array_id if array_id is not None else job["id"]),
-              "a": str(job["array_task_id"]) if array_id is not None else "4294967294",
-              "N": job.get("batch_host") or "", "n": "0", "t": "0", "s": "batch"}
-
-    def sub(m: "re.Match") -> str:
-        if m.group(0) == "%%":
-            return "%"
-        width, key = m.group(1), m.group(2)
-        value = values[key]
-        if width and value.isdigit():
-            value = value.zfill(int(width))
-        return value
-
-    return re.sub(r"%%|%(\d*)([jxuAaNnts])", sub, pattern)
 
 
 def _public(job: dict, full: bool = False) -> dict:
