@@ -64,21 +64,48 @@ class Timeline:
         self.now = now
         self.nodes = {n.name: n for n in nodes}
         self.uses: dict[str, list[Use]] = {n.name: [] for n in nodes}
+        # what is held at `now` per node: [cpus, rdus, mem, any use, an exclusive use]
+        self.held: dict[str, list] = {n.name: [0, 0, 0, False, False] for n in nodes}
+        self._running: list[Job] = []  # running jobs whose uses are not made yet
+
+    def _hold(self, name: str, use: Use) -> None:
+        self.uses[name].append(use)
+        if use.start <= self.now:
+            h = self.held[name]
+            h[0] += use.cpus
+            h[1] += use.rdus
+            h[2] += use.mem
+            h[3] = True
+            h[4] = h[4] or use.exclusive
 
     def add_running(self, job: Job) -> None:
-        """A job holding its allocation from ``start_time`` (or now) to its time limit."""
-        end = job.end_by_limit(job.start_time or self.now)
-        if end <= self.now:
-            end = self.now + 1  # over its limit, about to be killed
+        """A job holding its allocation from ``start_time`` (or now) to its time limit. Its
+        share of ``held`` counts at once; its uses over time are made only when a job has to
+        wait (:meth:`earliest`), so a pass in which everything fits stays linear in the nodes."""
         for name, a in (job.alloc or {}).items():
-            self.uses[name].append(Use(-INF, end, a.cpus, len(a.sockets), a.mem,
-                                       job.req.exclusive))
+            h = self.held[name]
+            h[0] += a.cpus
+            h[1] += len(a.sockets)
+            h[2] += a.mem
+            h[3] = True
+            h[4] = h[4] or job.req.exclusive
+        self._running.append(job)
+
+    def _materialize(self) -> None:
+        for job in self._running:
+            end = job.end_by_limit(job.start_time or self.now)
+            if end <= self.now:
+                end = self.now + 1  # over its limit, about to be killed
+            for name, a in (job.alloc or {}).items():
+                self.uses[name].append(Use(-INF, end, a.cpus, len(a.sockets), a.mem,
+                                           job.req.exclusive))
+        self._running = []
 
     def reserve(self, job: Job, start: float, nodes: Iterable[str]) -> None:
         cpus, rdus, mem = job.need
         end = job.end_by_limit(start)
         for name in nodes:
-            self.uses[name].append(Use(start, end, cpus, rdus, mem, job.req.exclusive))
+            self._hold(name, Use(start, end, cpus, rdus, mem, job.req.exclusive))
 
     def _fits(self, node: NodeCapacity, t0: float, t1: float, need: tuple[int, int, int],
               excl: bool) -> bool:
@@ -98,9 +125,29 @@ class Timeline:
                 return False
         return True
 
+    def fit_now(self, job: Job, candidates: Sequence[str]) -> tuple[str, ...]:
+        """Nodes among ``candidates`` with room for the job now, or (). Before any
+        reservation this is :meth:`earliest` at ``now`` (what runs only frees room as it
+        ends), in time linear in the nodes."""
+        (cpus, rdus, mem), excl, want = job.need, job.req.exclusive, job.req.nodes
+
+        def fits(name: str) -> bool:
+            node, (c, r, m, busy, held_excl) = self.nodes[name], self.held[name]
+            if not node.usable or held_excl or (excl and busy):
+                return False
+            return c + cpus <= node.cpus and r + rdus <= node.rdus and m + mem <= node.mem_mb
+
+        fit = [n for n in candidates if fits(n)]
+        required = list(job.req.nodelist or ())
+        if not all(r in fit for r in required):
+            return ()
+        chosen = required + [n for n in fit if n not in required][:want - len(required)]
+        return tuple(chosen) if len(chosen) >= want else ()
+
     def earliest(self, job: Job, candidates: Sequence[str]) -> tuple[float, tuple[str, ...]]:
         """(start, nodes) of the earliest slot among ``candidates`` where the job runs for its
         whole time limit; (inf, ()) if there is none."""
+        self._materialize()
         need, excl, want = job.need, job.req.exclusive, job.req.nodes
         required = list(job.req.nodelist or ())
         cands = [self.nodes[n] for n in candidates if self.nodes[n].usable]
@@ -142,7 +189,11 @@ def plan(pending: Iterable[Job], running: Iterable[Job], nodes: Sequence[NodeCap
             out.reasons[job.id] = Reason.JOB_ARRAY_TASK_LIMIT
             continue
         out.considered += 1
-        start, chosen = timeline.earliest(job, candidates(job, partitions))
+        cands = candidates(job, partitions)
+        chosen = () if out.reservations else timeline.fit_now(job, cands)
+        start = now
+        if not chosen:
+            start, chosen = timeline.earliest(job, cands)
         if start <= now and chosen:
             out.start[job.id] = chosen
             timeline.reserve(job, now, chosen)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from sn40l.errors import SchedulerError
 from sn40l.scheduler import backfill, hostlist
-from sn40l.scheduler.job import tasks_per_node
+from sn40l.scheduler.job import Job, tasks_per_node
 from sn40l.scheduler.request import SubmitError, parse_dependency
 from sn40l.scheduler.store import Store, job_from_record
 from sn40l.scheduler.types import FINAL_STATES, DepKind, DepStatus, JobState, KillCause, Reason
@@ -134,6 +134,7 @@ class SchedulerCore:
         self.default_partition = next((p.name for p in partitions if p.default),
                                       partitions[0].name)
         self.jobs: dict[int, dict] = {}
+        self._running_typed: dict[int, tuple[tuple, Job]] = {}
         self.recover()
 
     # -- persistence -----------------------------------------------------------------------
@@ -430,7 +431,7 @@ class SchedulerCore:
                 pulled.add(job["id"])
                 yield job_from_record(job)
 
-        result = backfill.plan(typed(), [job_from_record(j) for j in self.running()],
+        result = backfill.plan(typed(), self._typed_running(),
                                self._capacities(), now, self._partition_nodes(), counts,
                                BF_MAX_JOB_TEST)
         started: list[dict] = []
@@ -456,6 +457,23 @@ class SchedulerCore:
             self._save(*changed, *started)
         return started
 
+    def _typed_running(self) -> list[Job]:
+        """The jobs holding resources, typed; kept between passes while what the planner
+        reads of them (start, time limit, allocation) stays the same."""
+        out = []
+        cache = self._running_typed
+        for job in self.running():
+            key = (job["start_time"], job["time_limit"], job.get("restarts"), job["state"])
+            hit = cache.get(job["id"])
+            if hit is None or hit[0] != key:
+                hit = cache[job["id"]] = (key, job_from_record(job))
+            out.append(hit[1])
+        if len(cache) > 2 * len(out) + 64:  # forget jobs that ended
+            alive = {j.id for j in out}
+            for job_id in [i for i in cache if i not in alive]:
+                del cache[job_id]
+        return out
+
     def _capacities(self) -> list[backfill.NodeCapacity]:
         return [backfill.NodeCapacity(n.name, n.cpus, n.rdus, n.mem_mb, n.usable)
                 for n in self.nodes.values()]
@@ -469,7 +487,7 @@ class SchedulerCore:
         pending = [job_from_record(o) for o in self._order()
                    if self._pending_reason(o, now) is None and not self._throttled(o, counts)]
         start, nodes = backfill.estimate(
-            job_from_record(job), pending, [job_from_record(j) for j in self.running()],
+            job_from_record(job), pending, self._typed_running(),
             self._capacities(), now, self._partition_nodes())
         return start, list(nodes)
 
