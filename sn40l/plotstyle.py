@@ -15,9 +15,10 @@ STYLES = ("-", "--", "-.", ":")
 def pyplot():
     """matplotlib's pyplot on the Agg backend, or a ConfigError naming the extra."""
     try:
-        import matplotlib  # the optional extra 'plot'
+        import matplotlib  # a dependency of sn40l; missing only from a broken install
     except ImportError:
-        raise ConfigError("plots need matplotlib: pip install 'sn40l[plot]'") from None
+        raise ConfigError("plots need matplotlib, a dependency of sn40l that is not "
+                          "installed here: pip install 'matplotlib>=3.7'") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

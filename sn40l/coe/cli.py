@@ -181,7 +181,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if importlib.util.find_spec("matplotlib") is None:
             from sn40l.errors import ConfigError
 
-            raise ConfigError("--plot needs matplotlib: pip install 'sn40l[plot]'")
+            raise ConfigError("--plot needs matplotlib (a dependency of sn40l): pip install 'matplotlib>=3.7'")
     progress = (lambda msg: print(msg, file=sys.stderr, flush=True))
     result = run_bench(cfg, progress=progress, address=args.address)
     if args.plot:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from sn40l.errors import ConfigError
+from sn40l.plotstyle import pyplot
 from sn40l.paper import experiments
 from sn40l.paper.experiments import PaperConfig
 
@@ -30,14 +31,7 @@ def _table(head: list[str], rows: list[list[str]]) -> str:
 
 
 def _plt():
-    try:
-        import matplotlib  # optional extra 'plot'
-    except ImportError:
-        raise ConfigError("sn40l paper needs matplotlib: pip install 'sn40l[plot]'") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return pyplot()
 
 
 def check_out(out: Path) -> None:

@@ -125,7 +125,7 @@ def _need_matplotlib() -> None:
     import importlib.util
 
     if importlib.util.find_spec("matplotlib") is None:
-        raise ConfigError("plots need matplotlib: pip install 'sn40l[plot]'")
+        raise ConfigError("plots need matplotlib (a dependency of sn40l): pip install 'matplotlib>=3.7'")
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
