@@ -70,7 +70,11 @@ def user_py(second_user) -> UserPython:
             continue
         if probe.returncode == 0:
             return UserPython(exe, env)
-    pytest.skip(f"user {second_user.pw_name} cannot run a Python {ver} with sn40l")
+    # Only when the checkout or its venv cannot be read by other users at all (e.g. both under
+    # a 0700 home): the unprivileged-user tests then cannot start the user's side.
+    pytest.skip(f"user {second_user.pw_name} can neither run {sys.executable} nor "
+                f"/usr/bin/python{ver} with {REPO} and {site} on PYTHONPATH: the checkout or "
+                "its venv is not readable by other users")
 
 
 def run_as(user, argv: list[str], env: dict | None = None, cwd: str | None = None,
