@@ -190,31 +190,47 @@ def test_modeled_times_are_deterministic_and_phantom_equals_materialized(make_cl
 
 
 def test_net_transport_matches_shm_bit_for_bit(cluster2x8):
-    """TCP between the actors (as between hosts) gives the same bits as shared memory, for
-    every algorithm, and the same modeled time."""
-    ranks = [4, 5, 10, 13]
-    net = _group(cluster2x8, ranks, transport="net")
+    """TCP between the nodes (``net``: shared memory inside a node) and TCP between every two
+    members (``tcp``) give the same bits as shared memory, for every algorithm, also when a
+    piece that came over TCP is passed on over shared memory or as several datagrams."""
+    ranks = [4, 5, 10, 13]  # two members on each node
+    accepted = lambda: ray.get(cluster2x8.socket(4).p2p_stats.remote())["accepted_connections"]
     shm = _group(cluster2x8, ranks, transport="shm")
     xs = [np.random.default_rng(i).standard_normal(70_001).astype(np.float32) for i in ranks]
+    blocks = [np.full((2, 3), i, dtype=np.float32) for i in range(len(ranks))]
+    wide = [np.random.default_rng(i).standard_normal((50_000, 2)).astype(np.float32)
+            for i in ranks]  # 400 KB blocks: more than a datagram holds
+    big = np.random.default_rng(3).standard_normal(100_003).astype(np.float32)
     try:
-        for algo in ("ring", "star", "tree", "oneshot", "hierarchical"):
-            a = _call(cluster2x8, ranks, "allreduce", net, xs, algo=algo)
-            b = _call(cluster2x8, ranks, "allreduce", shm, xs, algo=algo)
-            for x, y in zip(a, b):
-                assert np.array_equal(x["result"]["data"], y["result"]["data"]), algo
-                assert x["end_ns"] - x["start_ns"] >= 0
-        blocks = [np.full((2, 3), i, dtype=np.float32) for i in range(len(ranks))]
-        for o in _call(cluster2x8, ranks, "allgather", net, blocks):
-            np.testing.assert_array_equal(o["result"]["data"], np.concatenate(blocks))
-        big = np.random.default_rng(3).standard_normal(100_003).astype(np.float32)
-        send = cluster2x8.socket(ranks[0]).p2p_send.remote(net, big, 2)
-        got = ray.get(cluster2x8.socket(ranks[2]).p2p_recv.remote(net, 0))
-        ray.get(send)
-        np.testing.assert_array_equal(got["result"]["data"], big)
+        want = {algo: _call(cluster2x8, ranks, "allreduce", shm, xs, algo=algo)
+                for algo in ("ring", "star", "tree", "oneshot", "hierarchical")}
+        for kind, tcp_senders in (("net", 2), ("tcp", 3)):
+            before = accepted()
+            name = _group(cluster2x8, ranks, transport=kind)
+            try:
+                for algo, b in want.items():
+                    a = _call(cluster2x8, ranks, "allreduce", name, xs, algo=algo)
+                    for x, y in zip(a, b):
+                        assert np.array_equal(x["result"]["data"], y["result"]["data"]), \
+                            (kind, algo)
+                        assert x["end_ns"] - x["start_ns"] >= 0
+                for o in _call(cluster2x8, ranks, "allgather", name, blocks):
+                    np.testing.assert_array_equal(o["result"]["data"], np.concatenate(blocks))
+                for o in _call(cluster2x8, ranks, "allgather", name, wide):
+                    np.testing.assert_array_equal(o["result"]["data"], np.concatenate(wide))
+                send = cluster2x8.socket(ranks[0]).p2p_send.remote(name, big, 2)
+                got = ray.get(cluster2x8.socket(ranks[2]).p2p_recv.remote(name, 0))
+                ray.get(send)
+                np.testing.assert_array_equal(got["result"]["data"], big)
+            finally:
+                destroy_group(cluster2x8, ranks, name)
+            # rank 4 hears over TCP from the members of the other node only (net), or from
+            # every other member (tcp)
+            assert accepted() - before == tcp_senders, kind
     finally:
-        destroy_group(cluster2x8, ranks, net)
         destroy_group(cluster2x8, ranks, shm)
-    with pytest.raises(ConfigError, match="unknown TransportKind 'ray'; allowed: auto, shm, net"):
+    with pytest.raises(ConfigError,
+                       match="unknown TransportKind 'ray'; allowed: auto, shm, net, tcp"):
         create_group(cluster2x8, [0, 1], "bad-transport", transport="ray")
 
 

@@ -19,8 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     ar.add_argument("--iters", type=int, default=5, help="timed iterations per size")
     ar.add_argument("--profile", default="sn40l")
     ar.add_argument("--transport", default="auto", choices=[k.value for k in TransportKind],
-                    help="shm: shared memory (one host); net: TCP between the socket actors "
-                         "(what hosts use); auto: shm when the group is on one host")
+                    help="shm: shared memory (one host); net: TCP between nodes, shared "
+                         "memory inside a node (what hosts use); tcp: TCP between every two "
+                         "sockets; auto: shm when the group is on one host, else net")
     ar.add_argument("--cluster", default=None,
                     help="a running cluster's name (default: the running cluster, if any)")
     ar.add_argument("--address", default=None,

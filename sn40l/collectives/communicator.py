@@ -5,9 +5,11 @@ Algorithms (:mod:`sn40l.collectives.algorithms`) exchange *messages*; a message 
 of op s is ready" and carries its modeled arrival time. On shared memory the chunk itself stays
 in the sender's segment and the receiver reads it in place: a ring step is one fused
 ``np.add(my_input, left_chunk, out=my_chunk)``, with no staging copy and nothing on the driver.
-Over TCP (transport ``net``) the chunk bytes travel inside the message, and so do the elements
-of a small star AllReduce (one datagram each way) on any transport. Every message is MACed
-with the group's key (:mod:`sn40l.collectives.wire`).
+Over TCP (between nodes with transport ``net``, between any two members with ``tcp``) the
+chunk bytes travel inside the message, and so do the elements of a small star AllReduce (one
+datagram each way) on any transport; elements sent by value to a member reached by datagrams
+that do not fit in one go as several datagrams of the same step. Every message is MACed with
+the group's key (:mod:`sn40l.collectives.wire`).
 
 Virtual time emerges from the messages. Sending ``b`` bytes occupies the sender's egress port
 (engine ``p2p-tx``) for ``b / B`` and the message arrives ``alpha`` later, with ``B, alpha`` of
@@ -95,7 +97,6 @@ class Communicator:
         self.timeout_s = timeout_s
         self.trace_messages = trace_messages
         self._key = transport.key
-        self._mac_payload = transport.mac_payload
         self._gname = name.encode()
         self._seq = itertools.count()
         self._pair_seq: dict[tuple[int, int], itertools.count] = {}
@@ -110,7 +111,8 @@ class Communicator:
         self._lock = threading.Lock()  # one collective at a time per communicator
         me = members[index]
         self._same_host = {m.index for m in members if m.host == me.host}
-        # members whose messages name a place in this member's shared segment
+        # members reached by datagrams (MACed whole), whose messages may name a place in
+        # this member's shared segment; the others are reached over TCP
         self._by_shm = {m.index for m in members if transport.maps_segments(m.index)}
         profile = socket.profile
         self._p2p, self._net = profile.link("p2p"), profile.link("internode")
@@ -162,9 +164,18 @@ class Communicator:
             _, end = clock.reserve("p2p-tx", duration)
         self._sent += 1
         arrival = end + link.latency_ns
+        whole = dst in self._by_shm  # a datagram: MACed whole
+        if isinstance(payload, memoryview) and payload.format != "B":
+            payload = payload.cast("B")
+        if whole and len(payload) > CHUNK_BYTES:  # elements too many for one datagram
+            for start in range(0, len(payload), CHUNK_BYTES):
+                self._deliver(dst, encode(self._key, self._gname, seq, tag, self.rank,
+                                          arrival, off=start, count=count, dt=dt,
+                                          payload=payload[start:start + CHUNK_BYTES]))
+            return arrival
         self._deliver(dst, encode(self._key, self._gname, seq, tag, self.rank, arrival,
                                   off=off, count=count, dt=dt, seg=seg, extra=extra,
-                                  payload=payload, mac_payload=self._mac_payload))
+                                  payload=payload, mac_payload=whole))
         return arrival
 
     def post(self, dst: int, seq: int, tag: int, model_bytes: int, *,
@@ -198,6 +209,20 @@ class Communicator:
         self.send_msg(dst, seq, tag, model_bytes, count=msg.count, dt=msg.dt, seg=msg.seg,
                       off=msg.off, payload=msg.payload)
 
+    def relay(self, w: Work, dst: int, tag: int, b: list[int], c: int, msg: Message,
+              held: bool) -> None:
+        """Pass piece ``c`` (elements ``b[c]:b[c+1]``) of a received message on to ``dst``.
+        A piece that came by value (over TCP) goes on to a member on shared memory by its
+        place in this member's segment, copied there first unless ``held`` (it already is),
+        rather than as datagrams of elements. The caller knows that nobody still reads that
+        part of the segment."""
+        if msg.seg or dst not in self._by_shm or w.buf is None:
+            self.forward(dst, w.seq, tag, (b[c + 1] - b[c]) * w.item, msg)
+            return
+        if not held:
+            w.buf[b[c]:b[c + 1]] = self.array(msg)
+        self.post_piece(w, dst, tag, b, c)
+
     def _deliver(self, dst: int, parts: list, timeout_s: float | None = None) -> None:
         try:
             self.transport.send(dst, parts, timeout_s)
@@ -213,6 +238,9 @@ class Communicator:
         deadline = time.monotonic() + self.timeout_s
         try:
             msg = self.transport.wait(src, seq, tag, deadline, self._check_peers)
+            if msg.count > 0 and not msg.seg and len(msg.payload) < msg.count * _dtype(
+                    msg.dt).itemsize:  # the first datagram of elements sent in several
+                msg = self._rest(msg, deadline)
         except TimeoutError:
             self._fail(f"collective group {self.name!r}: peer {self._who(src)} did not answer "
                        f"within {self.timeout_s:g} s (op {seq}, step {tag})")
@@ -232,6 +260,25 @@ class Communicator:
         else:
             clock.advance_to(msg.t)
         return msg
+
+    def _rest(self, first: Message, deadline: float) -> Message:
+        """The whole message whose first datagram is ``first``: the other datagrams of its
+        step follow it in order, each carrying its byte offset."""
+        data = bytearray(first.count * _dtype(first.dt).itemsize)
+        got = 0
+        msg = first
+        while True:
+            end = msg.off + len(msg.payload)
+            if msg.off != got or end > len(data):
+                raise CollectiveError(f"collective group {self.name!r}: peer "
+                                      f"{self._who(first.src)} sent a piece at byte "
+                                      f"{msg.off} of step {first.tag}, expected byte {got}")
+            data[got:end] = msg.payload
+            got = end
+            if got == len(data):
+                return first._replace(payload=memoryview(data))
+            msg = self.transport.wait(first.src, first.seq, first.tag, deadline,
+                                      self._check_peers)
 
     def array(self, msg: Message) -> np.ndarray | None:
         """The elements a message carries (a view into the sender's segment), or None."""
@@ -476,7 +523,7 @@ class Communicator:
             self._deliver(peer, encode(self._key, self._gname, seq, i, self.rank,
                                        end + link.latency_ns, extra=extra,
                                        payload=raw[i * CHUNK_BYTES:(i + 1) * CHUNK_BYTES],
-                                       mac_payload=self._mac_payload))
+                                       mac_payload=peer in self._by_shm))
 
     def recv(self, peer: int) -> Tensor:
         """Receive the next tensor that member ``peer`` sent to this member."""

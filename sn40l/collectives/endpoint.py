@@ -202,6 +202,10 @@ class Endpoint:
                     raise TimeoutError from None
                 self._drain(0.001)
 
+    def drain(self) -> None:
+        """File whatever waits in the datagram socket now (unless a waiter is reading it)."""
+        self._drain(0)
+
     def _drain(self, wait_s: float) -> None:
         """File whatever waits in the datagram socket (waiting up to ``wait_s`` for it)."""
         with self._cond:

@@ -19,10 +19,11 @@ def create_group(cluster, ranks: list[int], name: str, timeout_s: float = 30.0,
                  transport: "str | TransportKind | None" = None) -> None:
     """Make the sockets of global ``ranks`` (in that order: member i = ranks[i]) a group.
 
-    ``transport="auto"`` uses shared memory when every member runs on one host and TCP
-    otherwise; ``"net"`` forces TCP (what a multi-host cluster uses), also on one host.
-    ``None`` takes $SN40L_TRANSPORT (so a job can run its model over TCP on one host), else
-    ``auto``.
+    ``transport="auto"`` uses shared memory when every member runs on one host and ``net``
+    otherwise. ``"net"`` (what a multi-host cluster uses) puts TCP between emulated nodes,
+    also when they share a host, and shared memory among a node's members on one host;
+    ``"tcp"`` puts every message on TCP, also inside a node. ``None`` takes
+    $SN40L_TRANSPORT (so a job can run its model over TCP on one host), else ``auto``.
     Every member gets the group's fresh secret, which MACs its messages (through Ray, the
     control plane, never over the transports themselves).
     """

@@ -20,12 +20,16 @@ class ReduceOp(Choice):
 
 
 class TransportKind(Choice):
-    """How messages travel: Unix datagrams plus shared memory on one host, TCP between hosts;
-    ``auto`` picks shm when every member runs on one host and net otherwise."""
+    """How messages travel. ``shm``: Unix datagrams plus shared memory (every member on one
+    host). ``net``: TCP between nodes (as between hosts), shared memory among the members of a
+    node on one host. ``tcp``: every message over TCP, also inside a node (to measure and
+    test the TCP path alone). ``auto`` picks shm when every member runs on one host and net
+    otherwise."""
 
     AUTO = "auto"
     SHM = "shm"
     NET = "net"
+    TCP = "tcp"
 
 
 class AllReduceAlgo(Choice):

@@ -47,7 +47,8 @@ def allgather_ring(comm: "Communicator", w: "Work", peers: list[int], b: list[in
 
     The messages follow the ring (n-1 steps, each piece passing every member), but on shared
     memory a message names where its piece lies in its *owner's* segment, so each member
-    copies each piece once, straight into ``dest``, and forwarding copies nothing.
+    copies each piece once, straight into ``dest``, and forwarding copies nothing. A piece
+    that came over TCP goes on to a member on shared memory from this member's segment.
     """
     n, pos = len(peers), peers.index(comm.rank)
     right, left = peers[(pos + 1) % n], peers[(pos - 1) % n]
@@ -59,8 +60,8 @@ def allgather_ring(comm: "Communicator", w: "Work", peers: list[int], b: list[in
         c = (pos - 1 - k) % n
         if dest is not None:
             dest[b[c]:b[c + 1]] = comm.array(msg)
-        if k < n - 2:
-            comm.forward(right, w.seq, tag + k + 1, (b[c + 1] - b[c]) * w.item, msg)
+        if k < n - 2:  # the right neighbour has read this member's partial of piece c
+            comm.relay(w, right, tag + k + 1, b, c, msg, dest is w.buf)
 
 
 def ring(comm: "Communicator", t: Tensor, op: ReduceOp, seq: int, gather: bool,

@@ -43,8 +43,8 @@ def allreduce_tree(comm: "Communicator", t: Tensor, op: ReduceOp, seq: int,
             if r + d < n:
                 if msg is None:  # member 0 holds the result
                     comm.post_piece(w, r + d, DOWN + d, full, 0)
-                else:
-                    comm.forward(r + d, seq, DOWN + d, t.nbytes, msg)
+                else:  # its parent has long read this member's partial in the segment
+                    comm.relay(w, r + d, DOWN + d, full, 0, msg, False)
         elif r % (2 * d) == d:
             msg = comm.take_msg(r - d, seq, DOWN + d)
         d //= 2

@@ -6,11 +6,13 @@ from __future__ import annotations
 from sn40l.collectives.transport.base import Member, Transport
 from sn40l.collectives.transport.net import NetTransport
 from sn40l.collectives.transport.shm import ShmTransport
+from sn40l.collectives.transport.tcp import TcpTransport
 from sn40l.collectives.types import TransportKind
 
 TRANSPORTS: dict[TransportKind, type[Transport]] = {
     TransportKind.SHM: ShmTransport,
     TransportKind.NET: NetTransport,
+    TransportKind.TCP: TcpTransport,
 }
 
 
@@ -26,4 +28,4 @@ def transport_class(kind: "str | TransportKind") -> type[Transport]:
 
 
 __all__ = ["Member", "Transport", "TRANSPORTS", "transport_class", "ShmTransport",
-           "NetTransport"]
+           "NetTransport", "TcpTransport"]

@@ -1,6 +1,6 @@
 """The interface every transport of a group implements: send a message to a member, wait for
-one from a member, say whether a member can map this member's shared segments, and check that
-the members are still there. A transport never formats user-facing errors: it raises
+one from a member, say how a member is reached (Unix datagrams plus shared segments, or a TCP
+stream), and check that the members are still there. A transport never formats user-facing errors: it raises
 :class:`~sn40l.collectives.endpoint.PeerGone` or TimeoutError and the communicator names the
 member."""
 
@@ -33,8 +33,6 @@ class Transport(ABC):
     """How one member of one group reaches the others. ``__init__`` only stores."""
 
     kind: ClassVar[TransportKind]
-    reads_datagrams: ClassVar[bool] = True  # waiters read the endpoint's datagram socket
-    mac_payload: ClassVar[bool] = True  # data messages' MACs cover their payload
 
     def __init__(self, endpoint: Endpoint, group: bytes, key: bytes, members: list[Member],
                  index: int, timeout_s: float):
@@ -45,8 +43,11 @@ class Transport(ABC):
         self.index = index
         self.timeout_s = timeout_s
 
-    def maps_segments(self, dst: int) -> bool:
-        """Whether member ``dst`` reads this member's data in place (shared memory)."""
+    def maps_segments(self, member: int) -> bool:
+        """Whether ``member`` is reached by Unix datagrams and reads this member's data in
+        place from its shared segments (else: a TCP stream that carries the data). A datagram
+        is MACed whole, payload included; a frame on an authenticated stream MACs its header,
+        and its waiter sleeps until the stream's reader files it."""
         return False
 
     @abstractmethod
@@ -58,7 +59,7 @@ class Transport(ABC):
              check: Callable[[], None]) -> Message:
         """The message (seq, tag) from member ``src``; raises at the deadline or on an abort."""
         return self.endpoint.wait((self.group, seq, tag, src), deadline, check,
-                                  self.reads_datagrams)
+                                  self.maps_segments(src))
 
     def check(self) -> None:
         """Raise PeerGone for a member this transport knows to be gone (called while

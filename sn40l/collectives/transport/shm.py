@@ -14,7 +14,7 @@ class ShmTransport(Transport):
 
     kind = TransportKind.SHM
 
-    def maps_segments(self, dst: int) -> bool:
+    def maps_segments(self, member: int) -> bool:
         return True
 
     def send(self, dst: int, parts, timeout_s: float | None = None) -> None:
