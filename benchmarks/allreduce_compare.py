@@ -3,7 +3,8 @@ with gloo (TCP), and mpi4py on Open MPI, the same number of ranks, float32, the 
 Not a test.
 
 One host (shared memory):            --ranks 8
-Two emulated nodes over TCP (as two hosts would talk; gloo is TCP too):
+Two emulated nodes over TCP (as two hosts would talk: TCP between the nodes, shared memory
+inside each; gloo is TCP between all ranks, Open MPI shared memory):
                                      --ranks 16 --nodes 2 --transport net
 
 torch and mpi4py are an optional extra (`pip install '.[bench]'`, torch's CPU build; Open MPI
@@ -11,7 +12,7 @@ from Debian's `openmpi-bin libopenmpi-dev`); a baseline that is not installed is
 such.
 
     python benchmarks/allreduce_compare.py [--sizes 4K,64K,1M,16M,64M] [--ranks 8] [--iters 5]
-        [--nodes 1] [--transport auto]
+        [--nodes 1] [--transport auto] [--rounds 1] [--skip gloo,mpi]
 """
 
 from __future__ import annotations
@@ -122,13 +123,21 @@ def run_mpi(world: int, sizes: list[int], iters: int) -> dict[int, float] | str:
         return {int(k): v for k, v in json.load(fh).items()}
 
 
+def _label(size: int) -> str:
+    return next((f"{size // m}{u}" for u, m in (("M", 2**20), ("K", 2**10))
+                 if size % m == 0 and size >= m), str(size))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="4K,64K,1M,16M,64M")
     parser.add_argument("--ranks", type=int, default=8)
     parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="alternate sn40l, gloo, Open MPI this many times (the machine may "
+                             "be shared: medians over rounds, ratios taken within a round)")
     parser.add_argument("--nodes", type=int, default=1, help="emulated nodes the ranks span")
-    parser.add_argument("--transport", default="auto", choices=["auto", "shm", "net"])
+    parser.add_argument("--transport", default="auto", choices=["auto", "shm", "net", "tcp"])
     parser.add_argument("--skip", default="", help="comma list of baselines to leave out: "
                                                    "gloo, mpi")
     parser.add_argument("--mpi-child", action="store_true", help=argparse.SUPPRESS)
@@ -148,50 +157,74 @@ def main() -> None:
     nodes = args.nodes
     if n % nodes:
         raise SystemExit(f"--ranks {n} does not split over --nodes {nodes}")
+    if args.rounds < 1:
+        raise SystemExit(f"--rounds {args.rounds} must be >= 1")
     per = n // nodes
     print(f"AllReduce, {n} ranks ({nodes} emulated node(s), transport {args.transport}), "
           f"float32, on this machine ({os.cpu_count()} cores); medians of the slowest rank "
-          "per iteration", flush=True)
+          f"per iteration, {args.rounds} round(s) alternating sn40l, gloo, Open MPI",
+          flush=True)
+    skip = set(filter(None, args.skip.split(",")))
     ensure_ray(None)
     spn = 8 if per <= 8 else 16
     cluster = Cluster.start(nodes=nodes, sockets_per_node=spn, name="compare")
     ranks = [node * spn + s for node in range(nodes) for s in range(per)]
+    rounds: list[dict] = []  # per round: {"sn40l": {size: s}, "gloo": ..., "mpi": ..., "load"}
     try:
-        ours = {r["bytes"]: r for r in run(cluster, ranks, sizes, args.iters,
-                                           transport=args.transport)}
+        for k in range(args.rounds):
+            load = os.getloadavg()[0]
+            ours = {r["bytes"]: r for r in run(cluster, ranks, sizes, args.iters,
+                                               transport=args.transport)}
+            print(f"  round {k + 1}: sn40l done; torch gloo ...", flush=True)
+            gloo = "skipped" if "gloo" in skip else run_gloo(n, sizes, args.iters)
+            print(f"  round {k + 1}: gloo done; Open MPI ...", flush=True)
+            mpi = "skipped" if "mpi" in skip else run_mpi(n, sizes, args.iters)
+            rounds.append({"sn40l": {s: ours[s]["wall_s"] for s in sizes}, "gloo": gloo,
+                           "mpi": mpi, "load": (load, os.getloadavg()[0]),
+                           "modeled": {s: ours[s]["modeled_s"] for s in sizes}})
     finally:
         cluster.stop()
         ray.shutdown()
-    skip = set(filter(None, args.skip.split(",")))
-    print("  sn40l done; torch gloo ...", flush=True)
-    gloo = "skipped" if "gloo" in skip else run_gloo(n, sizes, args.iters)
-    print("  gloo done; Open MPI ...", flush=True)
-    mpi = "skipped" if "mpi" in skip else run_mpi(n, sizes, args.iters)
     b_add, b_copy = host_bandwidths()
+    med = statistics.median
 
-    def cell(res, size):
-        if isinstance(res, str):
-            return f"{'n/a':>10} {'':>7}"
-        t = res[size]
-        return f"{t * 1e3:>10.3f} {size / t * 2 * (n - 1) / n / 1e9:>7.3f}"
+    def wall(name, size):
+        got = [r[name][size] for r in rounds if not isinstance(r[name], str)]
+        return med(got) if got else None
+
+    def ratio(name, size):
+        got = [r["sn40l"][size] / r[name][size] for r in rounds
+               if not isinstance(r[name], str)]
+        return med(got) if got else None
+
+    def cell(t, size, width=10):
+        if t is None:
+            return f"{'n/a':>{width}} {'':>7}"
+        return f"{t * 1e3:>{width}.3f} {size / t * 2 * (n - 1) / n / 1e9:>7.3f}"
+
+    def rcell(x):
+        return f"{'n/a':>7}" if x is None else f"{x:>7.2f}"
 
     print(f"\n{'size':>6} | {'sn40l ms':>10} {'busbw':>7} | {'gloo ms':>10} {'busbw':>7} | "
-          f"{'MPI ms':>10} {'busbw':>7} | {'bound ms':>9} {'sn40l/bound':>11} | "
-          f"{'modeled us':>10}")
+          f"{'MPI ms':>10} {'busbw':>7} | {'/gloo':>7} {'/MPI':>7} | {'bound ms':>9} "
+          f"{'sn40l/bound':>11} | {'modeled us':>10}")
     for size in sizes:
         bound = (n - 1) * size * (1 / b_add + 1 / b_copy)
-        r = ours[size]
-        label = next((f"{size // m}{u}" for u, m in (("M", 2**20), ("K", 2**10))
-                      if size % m == 0 and size >= m), str(size))
-        print(f"{label:>6} | {r['wall_s'] * 1e3:>10.3f} {r['busbw_GBps']:>7.3f} | "
-              f"{cell(gloo, size)} | {cell(mpi, size)} | {bound * 1e3:>9.2f} "
-              f"{r['wall_s'] / bound:>11.2f} | {r['modeled_s'] * 1e6:>10.2f}")
-    for label, res in (("gloo", gloo), ("Open MPI", mpi)):
-        if isinstance(res, str):
-            print(f"{label}: {res}")
-    print("busbw in GB/s (nccl-tests: algbw * 2(n-1)/n); bound = (n-1)*S*(1/B_add + 1/B_copy) "
-          f"with numpy here: B_add {b_add / 1e9:.2f} GB/s, B_copy {b_copy / 1e9:.2f} GB/s; "
-          "modeled = SN40L virtual time")
+        ours = wall("sn40l", size)
+        print(f"{_label(size):>6} | {cell(ours, size)} | {cell(wall('gloo', size), size)} | "
+              f"{cell(wall('mpi', size), size)} | {rcell(ratio('gloo', size))} "
+              f"{rcell(ratio('mpi', size))} | {bound * 1e3:>9.2f} {ours / bound:>11.2f} | "
+              f"{med(r['modeled'][size] for r in rounds) * 1e6:>10.2f}")
+    for label, key in (("gloo", "gloo"), ("Open MPI", "mpi")):
+        notes = {r[key] for r in rounds if isinstance(r[key], str)}
+        if notes:
+            print(f"{label}: {'; '.join(sorted(notes))}")
+    print("load average (1 min) at the start / end of each round: " + ", ".join(
+        f"{a:.1f}/{b:.1f}" for a, b in (r["load"] for r in rounds)))
+    print("ms: median over rounds; /gloo, /MPI: sn40l over the baseline, median of the ratios "
+          "within each round; busbw in GB/s (nccl-tests: algbw * 2(n-1)/n); bound = "
+          f"(n-1)*S*(1/B_add + 1/B_copy) with numpy here: B_add {b_add / 1e9:.2f} GB/s, "
+          f"B_copy {b_copy / 1e9:.2f} GB/s; modeled = SN40L virtual time")
 
 
 if __name__ == "__main__":
