@@ -17,11 +17,13 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+import ray
 import yaml
 from test_engine import reference_generate
 
 from sn40l.coe.model import tokenize
 from sn40l.coe.registry import load_registry, parse_registry, synthetic
+from sn40l.cluster.serve_ops import Run
 from sn40l.coe.runtime import CoERuntime, ServeOptions
 from sn40l.errors import CapacityError
 from sn40l.socket.engine import random_weights
@@ -104,6 +106,35 @@ def test_tiny_coe_outputs_lru_and_copy_back(cluster2x8):
     finally:
         rt.unload()
     assert _owned(cluster2x8, range(8), rt.prefix) == 0
+
+
+def test_sockets_agree_on_the_groups_latest_end_as_the_driver_did(cluster2x8):
+    """A serving program's runs end where the group's latest socket ended, agreed among the
+    sockets (no driver round trip, no modeled cost): the same times as asking every socket and
+    moving them all to the latest end."""
+    rt = CoERuntime(cluster2x8, load_registry(TINY4), nodes=[0])
+    rt.load()
+    try:
+        ranks = list(range(8))
+        hs = [cluster2x8.socket(r) for r in ranks]
+        toks = rt.router.tokens(PROMPTS["law"])
+        base = max(cluster2x8.call("now", ranks=ranks))
+        cluster2x8.call("advance_to", base, ranks=ranks)
+        # driven step by step: each socket runs the router, the driver joins the latest end
+        ends = [x["end_ns"] for x in ray.get([h.engine_generate_batch.remote(
+            rt.router_tag, [toks], 1) for h in hs])]
+        assert len(set(ends)) > 1  # the collectives leave the ranks apart
+        latest = max(ends)
+        cluster2x8.call("advance_to", latest, ranks=ranks)
+        # the same run as a program: the sockets agree on the latest end themselves
+        run = Run(rt.router_tag, (tuple(toks),), 1, 8)
+        done = ray.get([h.engine_chain.remote(rt._groups[0], latest, [run]) for h in hs])
+        want = latest + (latest - base)
+        assert [d[0].end_ns for d in done] == [want] * 8
+        assert cluster2x8.call("now", ranks=ranks) == [want] * 8
+        assert all(d[0].tokens == done[0][0].tokens for d in done)
+    finally:
+        rt.unload()
 
 
 def test_too_large_coe_is_refused_before_anything_is_written(cluster2x8):

@@ -39,6 +39,7 @@ class EngineOps:
         self._engines: dict[str, TileEngine] = {}
         self._plans: dict[str, dict] = {}      # artifact digest -> plan, shared by engines
         self._replays: dict[tuple, dict] = {}  # (digest, group) -> phantom step replay table
+        self._kernels: dict[str, dict] = {}    # digest -> kernels of other step shapes
 
     def _plan(self, pef: bytes, tag: str) -> tuple[str, dict]:
         digest = hashlib.sha256(pef).hexdigest()
@@ -64,7 +65,8 @@ class EngineOps:
                    origin=f"artifact of {tag!r}", home=home)  # before weights are made
         comm = self.communicator(group) if int(plan["config"]["tp"]) > 1 else None
         table = self._replays.setdefault((digest, group), {}) if replay else None
-        engine = TileEngine(self.socket, plan, rank, tag, comm, table)
+        engine = TileEngine(self.socket, plan, rank, tag, comm, table,
+                            self._kernels.setdefault(digest, {}))
         if weights != "phantom" or tensors is not None:
             check_materializable(engine.model)
         if tensors is not None:
@@ -185,15 +187,18 @@ class EngineOps:
         """Greedy generation of several prompts at once (one KV slot each); see
         :meth:`TileEngine.generate_batch`."""
         self._check_job(job)
+        wall0 = time.perf_counter()
+        out = self._generate_batch(tag, prompts, max_new_tokens)
+        return {**out, "wall_s": time.perf_counter() - wall0}
+
+    def _generate_batch(self, tag: str, prompts, max_new_tokens: int) -> dict:
         engine = self._engine(tag)
         vocab = engine.model.vocab
         bad = [t for p in prompts for t in p if not 0 <= int(t) < vocab]
         if not prompts or bad:
             raise ConfigError(f"prompt ids must be non-empty lists of 0..{vocab - 1}; "
                               f"bad: {bad[:5]}")
-        wall0 = time.perf_counter()
-        out = engine.generate_batch([[int(t) for t in p] for p in prompts], max_new_tokens)
-        return {**out, "wall_s": time.perf_counter() - wall0}
+        return engine.generate_batch([[int(t) for t in p] for p in prompts], max_new_tokens)
 
     def engine_activate(self, tag: str, wait: bool = True, job: int | None = None) -> dict:
         """Copy a home-loaded model's segments to HBM (``wait=False``: a prefetch)."""
@@ -208,6 +213,14 @@ class EngineOps:
         engine = self._engine(tag)
         with self._lock:
             return engine.evict(wait)
+
+    def engine_evict_many(self, tags: list[str], wait: bool = True,
+                          job: int | None = None) -> list[dict]:
+        """:meth:`engine_evict` of several models in order, in one call."""
+        self._check_job(job)
+        engines = [self._engine(t) for t in tags]
+        with self._lock:
+            return [e.evict(wait) for e in engines]
 
     def engine_status(self, prefix: str = "") -> list[dict]:
         """Models whose tag starts with ``prefix``: layout, HBM residency, last use."""
