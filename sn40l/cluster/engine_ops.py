@@ -38,7 +38,8 @@ class EngineOps:
         super().__init__()
         self._engines: dict[str, TileEngine] = {}
         self._plans: dict[str, dict] = {}      # artifact digest -> plan, shared by engines
-        self._replays: dict[tuple, dict] = {}  # (digest, group) -> phantom step replay table
+        # (digest, group or its members) -> phantom step replay table
+        self._replays: dict[tuple, dict] = {}
         self._kernels: dict[str, dict] = {}    # digest -> kernels of other step shapes
 
     def _plan(self, pef: bytes, tag: str) -> tuple[str, dict]:
@@ -50,12 +51,17 @@ class EngineOps:
     def engine_load(self, tag: str, pef: bytes, rank: int, group: str | None,
                     weights: str = "random", seed: int = 0, job: int | None = None,
                     home: str | None = None, tensors: dict | None = None,
-                    replay: bool = False) -> dict:
+                    replay: bool = False, share_replay: bool = False) -> dict:
         """Place this socket's shards of the artifact's weights (``weights="random"``: drawn
         from ``seed``; ``"phantom"``: shapes only; or a Hugging Face checkpoint directory;
         ``tensors``: full weights given by name). ``home`` ("ddr" or "host") keeps them as
         segments in that tier until :meth:`engine_activate`. ``replay`` lets phantom steps of
-        a shape already run replay its modeled time (see :class:`TileEngine`)."""
+        a shape already run replay its modeled time (see :class:`TileEngine`);
+        ``share_replay`` keys that record by the group's members instead of its name, so the
+        same artifact loaded again on the same sockets over a new group (the next CoE of a
+        sweep) replays what an earlier load ran. Only for callers that join the group's clocks
+        before every run (the CoE runtime): a step then takes the same modeled time in any
+        load, as it does in any batch of one load."""
         self._check_job(job)
         if tag in self._engines:
             raise ConfigError(f"a model {tag!r} is already loaded on socket {self.ident.label}")
@@ -64,7 +70,10 @@ class EngineOps:
         check_load(plan, weights if tensors is None else "tensors",
                    origin=f"artifact of {tag!r}", home=home)  # before weights are made
         comm = self.communicator(group) if int(plan["config"]["tp"]) > 1 else None
-        table = self._replays.setdefault((digest, group), {}) if replay else None
+        scope = group
+        if share_replay and comm is not None:
+            scope = (tuple(m.rank for m in comm.members), comm.rank)
+        table = self._replays.setdefault((digest, scope), {}) if replay else None
         engine = TileEngine(self.socket, plan, rank, tag, comm, table,
                             self._kernels.setdefault(digest, {}))
         if weights != "phantom" or tensors is not None:

@@ -48,6 +48,7 @@ from sn40l.socket.timing import transfer_ns
 log = logging.getLogger("sn40l.coe")
 
 _ids = itertools.count()
+LOAD_CHUNK = 16  # experts whose loads are in flight at once (one wait, not one per expert)
 
 
 @dataclass(frozen=True)
@@ -243,28 +244,43 @@ class CoERuntime:
                 if backbone is not None:
                     refs.append(self._h(r).engine_load.remote(
                         self.router_tag + "-backbone", backbone, i, self._groups[gid],
-                        weights="phantom", job=self.job, replay=True))
+                        weights="phantom", job=self.job, replay=True,
+                        share_replay=True))
             self._tags.setdefault(self.router_tag, []).extend(ranks)
             if backbone is not None:
                 self._tags.setdefault(self.router_tag + "-backbone", []).extend(ranks)
         ray.get(refs)
         pefs: dict[int, Any] = {}
-        for done, e in enumerate(self.config.experts, 1):
-            b = self.builds[e.name]
-            key = id(b.artifact)
-            if key not in pefs:
-                pefs[key] = ray.put(b.artifact.to_bytes())
-            refs = []
-            for gid in plan.homes[e.name]:
-                ranks = plan.groups[gid].ranks
-                self._tags.setdefault(self.tag(e.name), []).extend(ranks)
-                refs += [self._h(r).engine_load.remote(
-                    self.tag(e.name), pefs[key], i, self._groups[gid], weights=b.weights,
-                    seed=b.seed, job=self.job, home=str(plan.home), replay=True)
-                    for i, r in enumerate(ranks)]
-            ray.get(refs)
-            if progress:
-                progress(done, len(self.config.experts))
+        inflight: list = []  # loads of up to LOAD_CHUNK experts, waited for together
+        try:
+            for done, e in enumerate(self.config.experts, 1):
+                inflight += self._load_expert(e, plan, pefs)
+                if done % LOAD_CHUNK == 0 or done == len(self.config.experts):
+                    ray.get(inflight)
+                    inflight = []
+                    if progress:
+                        progress(done, len(self.config.experts))
+        except BaseException:
+            if inflight:  # let every load end before the caller unloads what was written
+                ray.wait(inflight, num_returns=len(inflight))
+            raise
+
+    def _load_expert(self, e, plan: PlacementPlan, pefs: dict) -> list:
+        """Start loading expert ``e`` on the sockets of its home groups; the Ray refs."""
+        b = self.builds[e.name]
+        key = id(b.artifact)
+        if key not in pefs:
+            pefs[key] = ray.put(b.artifact.to_bytes())
+        refs = []
+        for gid in plan.homes[e.name]:
+            ranks = plan.groups[gid].ranks
+            self._tags.setdefault(self.tag(e.name), []).extend(ranks)
+            refs += [self._h(r).engine_load.remote(
+                self.tag(e.name), pefs[key], i, self._groups[gid], weights=b.weights,
+                seed=b.seed, job=self.job, home=str(plan.home), replay=True,
+                share_replay=True)
+                for i, r in enumerate(ranks)]
+        return refs
 
     def unload(self) -> None:
         """Free every model this CoE loaded and its collective groups."""
