@@ -17,11 +17,13 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+import ray
 import yaml
 from test_engine import reference_generate
 
 from sn40l.coe.model import tokenize
 from sn40l.coe.registry import load_registry, parse_registry, synthetic
+from sn40l.cluster.serve_ops import Run
 from sn40l.coe.runtime import CoERuntime, ServeOptions
 from sn40l.errors import CapacityError
 from sn40l.socket.engine import random_weights
@@ -104,6 +106,60 @@ def test_tiny_coe_outputs_lru_and_copy_back(cluster2x8):
     finally:
         rt.unload()
     assert _owned(cluster2x8, range(8), rt.prefix) == 0
+
+
+def test_sockets_agree_on_the_groups_latest_end_as_the_driver_did(cluster2x8):
+    """A serving program's runs end where the group's latest socket ended, agreed among the
+    sockets (no driver round trip, no modeled cost): the same times as asking every socket and
+    moving them all to the latest end."""
+    rt = CoERuntime(cluster2x8, load_registry(TINY4), nodes=[0])
+    rt.load()
+    try:
+        ranks = list(range(8))
+        hs = [cluster2x8.socket(r) for r in ranks]
+        toks = rt.router.tokens(PROMPTS["law"])
+        base = max(cluster2x8.call("now", ranks=ranks))
+        cluster2x8.call("advance_to", base, ranks=ranks)
+        # driven step by step: each socket runs the router, the driver joins the latest end
+        ends = [x["end_ns"] for x in ray.get([h.engine_generate_batch.remote(
+            rt.router_tag, [toks], 1) for h in hs])]
+        assert len(set(ends)) > 1  # the collectives leave the ranks apart
+        latest = max(ends)
+        cluster2x8.call("advance_to", latest, ranks=ranks)
+        # the same run as a program: the sockets agree on the latest end themselves
+        run = Run(rt.router_tag, (tuple(toks),), 1, 8)
+        done = ray.get([h.engine_chain.remote(rt._groups[0], latest, [run]) for h in hs])
+        want = latest + (latest - base)
+        assert [d[0].end_ns for d in done] == [want] * 8
+        assert cluster2x8.call("now", ranks=ranks) == [want] * 8
+        assert all(d[0].tokens == done[0][0].tokens for d in done)
+    finally:
+        rt.unload()
+
+
+def test_a_coe_loaded_again_on_its_sockets_serves_in_the_same_modeled_time(cluster2x8):
+    """The phantom steps one load ran replay in the next load on the same sockets (the record
+    is kept by the group's members, not its name): the same batches from the same cache state
+    take the same modeled times in both loads."""
+    cfg = synthetic(4, "tiny", 8, name="again", serving={"max_batch": 8, "max_context": 64})
+    prompts = [f"topic{i:03d}a topic{i:03d}b" for i in (0, 1, 0, 2, 3, 1)]
+    splits = []
+    for _ in range(2):
+        rt = CoERuntime(cluster2x8, cfg, nodes=[0])
+        rt.load()
+        try:
+            got = []
+            for opts in (ServeOptions(), ServeOptions(group_by_expert=True, prefetch=True)):
+                rt.reset()
+                res = rt.serve(prompts, 3, opts)
+                got.append((res.latency_ns, res.router_ns, res.switch_ns, res.expert_ns,
+                            [(r.expert, r.hit, r.start_ns - res.start_ns, r.switch_ns,
+                              r.expert_ns) for r in res.requests]))
+            splits.append(got)
+        finally:
+            rt.unload()
+    assert splits[0] == splits[1]
+    assert all(lat > 0 and sw > 0 for lat, _, sw, _, _ in splits[0])  # misses after reset
 
 
 def test_too_large_coe_is_refused_before_anything_is_written(cluster2x8):

@@ -1,8 +1,8 @@
 """SocketActor: one emulated SN40L socket as a Ray actor.
 
 The actor hosts a :class:`~sn40l.socket.Socket` (memory tiers, virtual clock) and the operations
-later layers add through mixins: collectives (:class:`CollectiveOps`) and the tile engine
-(:class:`EngineOps`). It lives in ``cluster/`` rather than ``socket/`` because it composes
+later layers add through mixins: collectives (:class:`CollectiveOps`), the tile engine
+(:class:`EngineOps`) and serving programs (:class:`ServeOps`). It lives in ``cluster/`` rather than ``socket/`` because it composes
 layers that sit above the socket (the socket never imports collectives or the compiler).
 
 Concurrency: the actor is threaded (``max_concurrency``), so it serves P2P traffic and health
@@ -27,6 +27,7 @@ import numpy as np
 
 from sn40l.collectives.actor_ops import CollectiveOps
 from sn40l.cluster.engine_ops import EngineOps
+from sn40l.cluster.serve_ops import ServeOps
 from sn40l.hardware.profile import Profile
 from sn40l.socket.device import Socket, SocketId
 from sn40l.socket.lease import Lease
@@ -49,7 +50,7 @@ def tensor_from_wire(obj: "dict | np.ndarray | Tensor", dtype: str | None = None
     return Tensor.of(obj["data"], obj.get("dtype", dtype))
 
 
-class SocketActor(CollectiveOps, EngineOps):
+class SocketActor(CollectiveOps, EngineOps, ServeOps):
     """Ray actor wrapping one emulated socket. Create it through :class:`sn40l.cluster.Cluster`."""
 
     def __init__(self, ident: dict, profile: dict, cluster_spec: dict,

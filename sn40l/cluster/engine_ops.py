@@ -38,7 +38,9 @@ class EngineOps:
         super().__init__()
         self._engines: dict[str, TileEngine] = {}
         self._plans: dict[str, dict] = {}      # artifact digest -> plan, shared by engines
-        self._replays: dict[tuple, dict] = {}  # (digest, group) -> phantom step replay table
+        # (digest, group or its members) -> phantom step replay table
+        self._replays: dict[tuple, dict] = {}
+        self._kernels: dict[str, dict] = {}    # digest -> kernels of other step shapes
 
     def _plan(self, pef: bytes, tag: str) -> tuple[str, dict]:
         digest = hashlib.sha256(pef).hexdigest()
@@ -49,12 +51,17 @@ class EngineOps:
     def engine_load(self, tag: str, pef: bytes, rank: int, group: str | None,
                     weights: str = "random", seed: int = 0, job: int | None = None,
                     home: str | None = None, tensors: dict | None = None,
-                    replay: bool = False) -> dict:
+                    replay: bool = False, share_replay: bool = False) -> dict:
         """Place this socket's shards of the artifact's weights (``weights="random"``: drawn
         from ``seed``; ``"phantom"``: shapes only; or a Hugging Face checkpoint directory;
         ``tensors``: full weights given by name). ``home`` ("ddr" or "host") keeps them as
         segments in that tier until :meth:`engine_activate`. ``replay`` lets phantom steps of
-        a shape already run replay its modeled time (see :class:`TileEngine`)."""
+        a shape already run replay its modeled time (see :class:`TileEngine`);
+        ``share_replay`` keys that record by the group's members instead of its name, so the
+        same artifact loaded again on the same sockets over a new group (the next CoE of a
+        sweep) replays what an earlier load ran. Only for callers that join the group's clocks
+        before every run (the CoE runtime): a step then takes the same modeled time in any
+        load, as it does in any batch of one load."""
         self._check_job(job)
         if tag in self._engines:
             raise ConfigError(f"a model {tag!r} is already loaded on socket {self.ident.label}")
@@ -63,8 +70,12 @@ class EngineOps:
         check_load(plan, weights if tensors is None else "tensors",
                    origin=f"artifact of {tag!r}", home=home)  # before weights are made
         comm = self.communicator(group) if int(plan["config"]["tp"]) > 1 else None
-        table = self._replays.setdefault((digest, group), {}) if replay else None
-        engine = TileEngine(self.socket, plan, rank, tag, comm, table)
+        scope = group
+        if share_replay and comm is not None:
+            scope = (tuple(m.rank for m in comm.members), comm.rank)
+        table = self._replays.setdefault((digest, scope), {}) if replay else None
+        engine = TileEngine(self.socket, plan, rank, tag, comm, table,
+                            self._kernels.setdefault(digest, {}))
         if weights != "phantom" or tensors is not None:
             check_materializable(engine.model)
         if tensors is not None:
@@ -185,15 +196,18 @@ class EngineOps:
         """Greedy generation of several prompts at once (one KV slot each); see
         :meth:`TileEngine.generate_batch`."""
         self._check_job(job)
+        wall0 = time.perf_counter()
+        out = self._generate_batch(tag, prompts, max_new_tokens)
+        return {**out, "wall_s": time.perf_counter() - wall0}
+
+    def _generate_batch(self, tag: str, prompts, max_new_tokens: int) -> dict:
         engine = self._engine(tag)
         vocab = engine.model.vocab
         bad = [t for p in prompts for t in p if not 0 <= int(t) < vocab]
         if not prompts or bad:
             raise ConfigError(f"prompt ids must be non-empty lists of 0..{vocab - 1}; "
                               f"bad: {bad[:5]}")
-        wall0 = time.perf_counter()
-        out = engine.generate_batch([[int(t) for t in p] for p in prompts], max_new_tokens)
-        return {**out, "wall_s": time.perf_counter() - wall0}
+        return engine.generate_batch([[int(t) for t in p] for p in prompts], max_new_tokens)
 
     def engine_activate(self, tag: str, wait: bool = True, job: int | None = None) -> dict:
         """Copy a home-loaded model's segments to HBM (``wait=False``: a prefetch)."""
@@ -208,6 +222,14 @@ class EngineOps:
         engine = self._engine(tag)
         with self._lock:
             return engine.evict(wait)
+
+    def engine_evict_many(self, tags: list[str], wait: bool = True,
+                          job: int | None = None) -> list[dict]:
+        """:meth:`engine_evict` of several models in order, in one call."""
+        self._check_job(job)
+        engines = [self._engine(t) for t in tags]
+        with self._lock:
+            return [e.evict(wait) for e in engines]
 
     def engine_status(self, prefix: str = "") -> list[dict]:
         """Models whose tag starts with ``prefix``: layout, HBM residency, last use."""

@@ -11,6 +11,7 @@ the activations (scratch, HBM only). Time comes from running the artifact on the
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 
@@ -88,8 +89,10 @@ def build_experts(config: CoEConfig, profile: str) -> dict[str, ExpertBuild]:
 
 # -- tokens -------------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=1 << 16)
 def word_token(word: str, vocab: int) -> int:
-    """A stable token id for a word (BLAKE2b of the lower-cased word, mod vocab)."""
+    """A stable token id for a word (BLAKE2b of the lower-cased word, mod vocab; memoized:
+    prompts repeat their words)."""
     digest = hashlib.blake2b(word.lower().encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") % vocab
 

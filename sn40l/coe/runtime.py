@@ -40,6 +40,7 @@ from sn40l.coe.placement import ExpertNeed, Group, PlacementPlan, plan as make_p
 from sn40l.coe.registry import CoEConfig
 from sn40l.coe.router import Router
 from sn40l.coe.sizing import needs_of
+from sn40l.cluster.serve_ops import Item, ItemDone, Ready, Run, Switch
 from sn40l.collectives import create_group, destroy_group
 from sn40l.errors import CapacityError, ConfigError
 from sn40l.socket.timing import transfer_ns
@@ -47,6 +48,7 @@ from sn40l.socket.timing import transfer_ns
 log = logging.getLogger("sn40l.coe")
 
 _ids = itertools.count()
+LOAD_CHUNK = 16  # experts whose loads are in flight at once (one wait, not one per expert)
 
 
 @dataclass(frozen=True)
@@ -149,7 +151,7 @@ class CoERuntime:
         self.metrics = Metrics()
         self._gnow: dict[int, int] = {}
         self._seen: dict[int, int] = {}  # rank -> a modeled now its clock is known to have passed
-        self._pending: dict[tuple[int, str], int] = {}   # prefetches in flight: end ns
+        self._pending: dict[tuple[int, str], int | None] = {}  # prefetches in flight: end ns
         self._groups: dict[int, str | None] = {}          # gid -> collective group name
         self._tags: dict[str, list[int]] = {}             # loaded model tag -> ranks
         self.loaded = False
@@ -242,28 +244,43 @@ class CoERuntime:
                 if backbone is not None:
                     refs.append(self._h(r).engine_load.remote(
                         self.router_tag + "-backbone", backbone, i, self._groups[gid],
-                        weights="phantom", job=self.job, replay=True))
+                        weights="phantom", job=self.job, replay=True,
+                        share_replay=True))
             self._tags.setdefault(self.router_tag, []).extend(ranks)
             if backbone is not None:
                 self._tags.setdefault(self.router_tag + "-backbone", []).extend(ranks)
         ray.get(refs)
         pefs: dict[int, Any] = {}
-        for done, e in enumerate(self.config.experts, 1):
-            b = self.builds[e.name]
-            key = id(b.artifact)
-            if key not in pefs:
-                pefs[key] = ray.put(b.artifact.to_bytes())
-            refs = []
-            for gid in plan.homes[e.name]:
-                ranks = plan.groups[gid].ranks
-                self._tags.setdefault(self.tag(e.name), []).extend(ranks)
-                refs += [self._h(r).engine_load.remote(
-                    self.tag(e.name), pefs[key], i, self._groups[gid], weights=b.weights,
-                    seed=b.seed, job=self.job, home=str(plan.home), replay=True)
-                    for i, r in enumerate(ranks)]
-            ray.get(refs)
-            if progress:
-                progress(done, len(self.config.experts))
+        inflight: list = []  # loads of up to LOAD_CHUNK experts, waited for together
+        try:
+            for done, e in enumerate(self.config.experts, 1):
+                inflight += self._load_expert(e, plan, pefs)
+                if done % LOAD_CHUNK == 0 or done == len(self.config.experts):
+                    ray.get(inflight)
+                    inflight = []
+                    if progress:
+                        progress(done, len(self.config.experts))
+        except BaseException:
+            if inflight:  # let every load end before the caller unloads what was written
+                ray.wait(inflight, num_returns=len(inflight))
+            raise
+
+    def _load_expert(self, e, plan: PlacementPlan, pefs: dict) -> list:
+        """Start loading expert ``e`` on the sockets of its home groups; the Ray refs."""
+        b = self.builds[e.name]
+        key = id(b.artifact)
+        if key not in pefs:
+            pefs[key] = ray.put(b.artifact.to_bytes())
+        refs = []
+        for gid in plan.homes[e.name]:
+            ranks = plan.groups[gid].ranks
+            self._tags.setdefault(self.tag(e.name), []).extend(ranks)
+            refs += [self._h(r).engine_load.remote(
+                self.tag(e.name), pefs[key], i, self._groups[gid], weights=b.weights,
+                seed=b.seed, job=self.job, home=str(plan.home), replay=True,
+                share_replay=True)
+                for i, r in enumerate(ranks)]
+        return refs
 
     def unload(self) -> None:
         """Free every model this CoE loaded and its collective groups."""
@@ -282,10 +299,18 @@ class CoERuntime:
     def reset(self) -> None:
         """Evict every unpinned expert (dirty state is copied back) and zero the metrics, so the
         next batch starts from the cache state right after load. Clocks keep running."""
+        refs = {}
         for gid, cache in self.caches.items():
-            for name in cache.resident():
-                if name not in cache.pinned():
-                    self._gnow[gid] = max(self._gnow[gid], self._evict(gid, name, wait=True))
+            names = [n for n in cache.resident() if n not in cache.pinned()]
+            if names:
+                tags = [self.tag(n) for n in names]
+                refs[gid] = (names, [self._h(r).engine_evict_many.remote(tags, True, job=self.job)
+                                     for r in self.plan_.groups[gid].ranks])
+        for gid, (names, group_refs) in refs.items():
+            per_rank = ray.get(group_refs)  # per rank, per expert: its evict reply
+            for j, name in enumerate(names):
+                self._evicted(gid, name, [res[j] for res in per_rank])
+                self._gnow[gid] = max([self._gnow[gid]] + [res[j]["end_ns"] for res in per_rank])
         self._pending.clear()
         t = max(self._gnow.values())
         for gid in self.caches:
@@ -312,11 +337,15 @@ class CoERuntime:
         """Free an expert's HBM copies on its group; the sockets copy a dirty KV segment back
         first. Returns the modeled end of the copy-backs (or the group's now)."""
         res = self._on_group(gid, "engine_evict", self.tag(name), wait)
+        self._evicted(gid, name, res)
+        return max([self._gnow[gid]] + [x["end_ns"] for x in res])
+
+    def _evicted(self, gid: int, name: str, res: list[dict]) -> None:
+        """Book an eviction the sockets of the group performed (their evict replies)."""
         self.metrics.copied_back += sum(x["copied_back"] for x in res)
         self.caches[gid].evict(name)
         log.info("evicted expert %r from group %d (%d B copied back)", name, gid,
                  sum(x["copied_back"] for x in res))
-        return max([self._gnow[gid]] + [x["end_ns"] for x in res])
 
     def _switch_in(self, gid: int, name: str, t: int, wait: bool, pin: bool = False,
                    protect: frozenset[str] = frozenset()) -> int:
@@ -358,35 +387,39 @@ class CoERuntime:
         return out
 
     # -- routing and execution --------------------------------------------------------------
-    def _generate(self, gid: int, tag: str, prompts: list[list[int]], new_tokens: int
-                  ) -> tuple[list[list[int]], int]:
-        """Run a model on its group over prompts, ``serving.max_batch`` at a time. Returns
-        the tokens per prompt and the modeled end."""
-        out: list[list[int]] = []
-        mb = self.config.serving.max_batch
-        end = self._gnow[gid]
-        for i in range(0, len(prompts), mb):
-            res = self._on_group(gid, "engine_generate_batch", tag, prompts[i:i + mb],
-                                 new_tokens)
-            if any(x["tokens"] != res[0]["tokens"] for x in res):
-                raise RuntimeError(f"sockets of group {gid} disagree on the tokens of {tag!r}")
-            out += res[0]["tokens"]
-            end = max(x["end_ns"] for x in res)
-            for r, x in zip(self.plan_.groups[gid].ranks, res):
-                self._seen[r] = max(self._seen.get(r, -1), x["end_ns"])  # its clock's now
-            self._advance(gid, end)
-        return out, end
+    def _joined(self, gid: int, end: int) -> None:
+        """Every socket of the group has joined modeled ``end`` (a program's agreed end)."""
+        for r in self.plan_.groups[gid].ranks:
+            self._seen[r] = max(self._seen.get(r, -1), end)
+        self._gnow[gid] = max(self._gnow[gid], end)
 
-    def route(self, prompts: list) -> tuple[list[str], int]:
-        """Run the router over the batch on node 0's router group from the group's now.
-        Returns the expert per prompt and the modeled end."""
+    def _tokens(self, gid: int, tag: str, per_rank: list[list[list[int]]]) -> list[list[int]]:
+        if any(x != per_rank[0] for x in per_rank):
+            raise RuntimeError(f"sockets of group {gid} disagree on the tokens of {tag!r}")
+        return per_rank[0]
+
+    def route(self, prompts: list, start: int = 0) -> tuple[list[str], int]:
+        """Run the router over the batch on node 0's router group from modeled ``start`` (or
+        the group's now, if later): the backbone's prefill, if any, then the head, in one call
+        per socket. Returns the expert per prompt and the modeled end."""
         gid = self.plan_.router_gids[0]
+        mb = self.config.serving.max_batch
+        runs = []
         if self.router.backbone is not None:
             vocab = int(self.router.backbone.plan["model"]["vocab"])
-            self._generate(gid, self.router_tag + "-backbone",
-                           [tokenize(p, vocab) for p in prompts], 1)
-        toks, end = self._generate(gid, self.router_tag,
-                                   [self.router.tokens(p) for p in prompts], 1)
+            runs.append(Run(self.router_tag + "-backbone",
+                            tuple(tuple(tokenize(p, vocab)) for p in prompts), 1, mb))
+        runs.append(Run(self.router_tag, tuple(tuple(self.router.tokens(p)) for p in prompts),
+                        1, mb))
+        ref = ray.put(runs)  # serialized once for the group, not once per socket
+        res = ray.get([self._h(r).engine_chain.remote(self._groups[gid],
+                                                      max(self._gnow[gid], start), ref,
+                                                      job=self.job)
+                       for r in self.plan_.groups[gid].ranks])
+        for j, run in enumerate(runs):
+            toks = self._tokens(gid, run.tag, [x[j].tokens for x in res])
+        end = res[0][-1].end_ns
+        self._joined(gid, end)
         names = [e.name for e in self.config.experts]
         if any(t[0] >= len(names) for t in toks):
             raise RuntimeError(f"the router generated a token that is not an expert index: "
@@ -399,9 +432,36 @@ class CoERuntime:
         pool = resident or list(homes)
         return min(pool, key=lambda g: (self._gnow[g], g))
 
+    def _plan_switch(self, gid: int, name: str, wait: bool,
+                     protect: frozenset[str] = frozenset()) -> Switch:
+        """Book ``name`` into the group's cache (evicting least-recently-used experts) and say
+        what the sockets must do for it; raises CapacityError before booking anything."""
+        cache = self.caches[gid]
+        victims = cache.plan_admit(name, self.expert_bytes(name), protect)
+        for v in victims:
+            self._pending.pop((gid, v), None)
+            cache.evict(v)
+        cache.admit(name, self.expert_bytes(name))
+        self.metrics.switches += 1
+        return Switch(self.tag(name), tuple(self.tag(v) for v in victims), wait)
+
+    def _switched(self, gid: int, sw: Switch, done: list) -> None:
+        """Book the bytes a switch moved on the sockets of the group (their replies)."""
+        self.metrics.copied_in += sum(d.copied_in for d in done)
+        for j, victim in enumerate(sw.victims):
+            back = sum(d.copied_back[j] for d in done)
+            self.metrics.copied_back += back
+            log.info("evicted expert %r from group %d (%d B copied back)",
+                     victim[len(self.prefix) + 1:], gid, back)
+
     def serve(self, prompts: list, max_new_tokens: int = 8,
               options: ServeOptions = ServeOptions()) -> BatchResult:
-        """Route and serve one batch; returns per-request results and the latency split."""
+        """Route and serve one batch; returns per-request results and the latency split.
+
+        The driver decides what needs no modeled time (expert per prompt, group, hit or miss,
+        evictions, prefetches) and sends each group's sockets one program
+        (:meth:`~sn40l.cluster.serve_ops.ServeOps.engine_serve`): two Ray round trips per
+        batch, the router's and the experts'."""
         if not self.loaded:
             raise ConfigError("the CoE is not loaded; call load() first")
         if not prompts:
@@ -416,8 +476,7 @@ class CoERuntime:
         plan = self.plan_
         t0 = max(self._gnow.values())
         rgid = plan.router_gids[0]
-        self._advance(rgid, t0)
-        experts, route_end = self.route(prompts)
+        experts, route_end = self.route(prompts, t0)
         router_ns = route_end - t0
         if options.group_by_expert:
             order: list[tuple[str, list[int]]] = []
@@ -431,42 +490,63 @@ class CoERuntime:
         else:
             order = [(e, [i]) for i, e in enumerate(experts)]
         targets = [self._choose_group(e) for e, _ in order]  # prefetch needs them up front
+        mb = self.config.serving.max_batch
+        items: dict[int, list[tuple[int, bool, Item]]] = {}  # gid -> (k, hit, item) in order
+        for k, ((e, idx), gid) in enumerate(zip(order, targets)):
+            dispatch = 0
+            if plan.groups[gid].node != plan.groups[rgid].node:  # the prompts' tokens cross
+                link = self.profile.link("internode")             # nodes
+                dispatch = transfer_ns(4 * plen * len(idx), link.bandwidth, link.latency_ns)
+            cache = self.caches[gid]
+            switch, pending = None, None
+            if (gid, e) in self._pending:
+                pending = self._pending.pop((gid, e))
+                cache.touch(e, count=False)
+                cache.misses += 1
+                hit, ready = False, Ready.PREFETCHED if pending is None else Ready.PENDING
+            elif cache.touch(e):
+                hit, ready = True, Ready.HIT
+            else:
+                hit, ready = False, Ready.SWITCH
+                switch = self._plan_switch(gid, e, wait=True)
+            vocab = self.builds[e].model.vocab
+            run = Run(self.tag(e), tuple(tuple(tokenize(prompts[i], vocab)) for i in idx),
+                      max_new_tokens, mb)
+            prefetch = self._plan_prefetch(order, targets, k) if options.prefetch else None
+            items.setdefault(gid, []).append(
+                (k, hit, Item(run, route_end + dispatch, ready, switch, pending, prefetch)))
+        refs = {}
+        for gid, its in items.items():
+            program = ray.put([it for _, _, it in its])  # once for the group's sockets
+            refs[gid] = [self._h(r).engine_serve.remote(self._groups[gid], self._gnow[gid],
+                                                        program, job=self.job)
+                         for r in plan.groups[gid].ranks]
         results: list[RequestResult | None] = [None] * len(prompts)
         switch_total = expert_total = 0
         copied_in0, back0 = self.metrics.copied_in, self.metrics.copied_back
-        for k, ((e, idx), gid) in enumerate(zip(order, targets)):
-            group = plan.groups[gid]
-            dispatch = 0
-            if group.node != plan.groups[rgid].node:  # the prompts' tokens cross nodes
-                link = self.profile.link("internode")
-                dispatch = transfer_ns(4 * plen * len(idx), link.bandwidth, link.latency_ns)
-            start = max(self._gnow[gid], route_end + dispatch)
-            cache = self.caches[gid]
-            if (gid, e) in self._pending:
-                ready = self._pending.pop((gid, e))
-                cache.touch(e, count=False)
-                cache.misses += 1
-                hit = False
-            elif cache.touch(e):
-                ready, hit = start, True
-            else:
-                hit = False
-                ready = self._switch_in(gid, e, start, wait=True)
-            ready = max(ready, start)
-            self._advance(gid, ready)
-            if options.prefetch:
-                self._prefetch_next(order, targets, k, ready)
-            vocab = self.builds[e].model.vocab
-            outs, end = self._generate(gid, self.tag(e),
-                                       [tokenize(prompts[i], vocab) for i in idx],
-                                       max_new_tokens)
-            run_ns = end - ready
-            switch_total += ready - start
-            expert_total += run_ns
-            phantom = self.builds[e].weights == "phantom"
-            for j, i in enumerate(idx):
-                results[i] = RequestResult(i, e, gid, group.node, hit, router_ns, ready - start,
-                                           run_ns, start, end, None if phantom else outs[j])
+        for gid, its in items.items():
+            per_rank: list[list[ItemDone]] = ray.get(refs[gid])
+            for j, (k, hit, it) in enumerate(its):
+                done = [x[j] for x in per_rank]
+                d = done[0]
+                outs = self._tokens(gid, it.run.tag, [x.run.tokens for x in done])
+                if it.switch is not None:
+                    self._switched(gid, it.switch, [x.switch for x in done])
+                if it.prefetch is not None:
+                    self._switched(gid, it.prefetch, [x.prefetch for x in done])
+                    key = (gid, it.prefetch.tag[len(self.prefix) + 1:])
+                    if key in self._pending:  # still in flight after this batch
+                        self._pending[key] = d.prefetch.end_ns
+                start, ready, end = d.start_ns, d.ready_ns, d.run.end_ns
+                switch_total += ready - start
+                expert_total += end - ready
+                e, idx = order[k]
+                phantom = self.builds[e].weights == "phantom"
+                for jj, i in enumerate(idx):
+                    results[i] = RequestResult(i, e, gid, plan.groups[gid].node, hit, router_ns,
+                                               ready - start, end - ready, start, end,
+                                               None if phantom else outs[jj])
+            self._joined(gid, per_rank[0][-1].run.end_ns)
         end_all = max(r.end_ns for r in results)
         m = self.metrics
         m.requests += len(prompts)
@@ -478,23 +558,24 @@ class CoERuntime:
                            m.copied_in - copied_in0, m.copied_back - back0, options,
                            time.perf_counter() - wall0)
 
-    def _prefetch_next(self, order, targets, k: int, now: int) -> None:
-        """Start copying the expert of the next item bound for the same group on that group's
-        DMA engine (no clock move), protecting the expert about to run."""
+    def _plan_prefetch(self, order, targets, k: int) -> Switch | None:
+        """The prefetch to start once item ``k`` is ready: the expert of the next item bound
+        for the same group, unless it is resident or on its way, protecting the expert about
+        to run. Its end comes with the group's reply (``_pending`` holds None until then)."""
         gid = targets[k]
         for (e, _), g in list(zip(order, targets))[k + 1:]:
             if g != gid:
                 continue
             if e in self.caches[gid] or (gid, e) in self._pending:
-                return
+                return None
             try:
-                end = self._switch_in(gid, e, max(self._gnow[gid], now), wait=False,
-                                      protect=frozenset({order[k][0]}))
+                sw = self._plan_switch(gid, e, wait=False, protect=frozenset({order[k][0]}))
             except CapacityError as exc:  # no room to prefetch: the miss pays later
                 log.debug("prefetch of %r into group %d skipped: %s", e, gid, exc)
-                return
-            self._pending[(gid, e)] = end
-            return
+                return None
+            self._pending[(gid, e)] = None
+            return sw
+        return None
 
     # -- reporting ----------------------------------------------------------------------------
     def occupancy(self) -> list[dict]:

@@ -52,6 +52,8 @@ _DTYPES: dict[bytes, np.dtype] = {}  # dtype string of a message -> numpy dtype
 _CODES: dict[np.dtype, bytes] = {}  # and back
 _OPS = {o.value: o for o in ReduceOp}
 _ALGOS = {a.value: a for a in AllReduceAlgo}
+# sequence numbers of agree_max, apart from the ops' (from 0 up) and the P2P streams' (negative)
+AGREE_SEQ = 1 << 62
 
 
 def _dtype(code: bytes) -> np.dtype:
@@ -100,6 +102,7 @@ class Communicator:
         self._gname = name.encode()
         self._seq = itertools.count()
         self._pair_seq: dict[tuple[int, int], itertools.count] = {}
+        self._agree_seq = itertools.count(AGREE_SEQ)
         self._own: dict[int, Segment] = {}
         self._retired: list[Segment] = []
         self._peers: dict[bytes, Segment] = {}
@@ -235,6 +238,20 @@ class Communicator:
 
     def take_msg(self, src: int, seq: int, tag: int) -> Message:
         """Wait for message (seq, tag) from ``src``; advance the clock to its arrival."""
+        msg = self._wait(src, seq, tag)
+        clock = self.socket.clock
+        if self.trace_messages:
+            before = clock.now
+            arrival = clock.advance_to(msg.t)
+            if arrival > before:
+                clock.record(f"{self.name} recv {tag} <- {src}", "p2p", "p2p-rx", before,
+                             arrival)
+        else:
+            clock.advance_to(msg.t)
+        return msg
+
+    def _wait(self, src: int, seq: int, tag: int) -> Message:
+        """Message (seq, tag) from ``src``, or the group's failure raised."""
         deadline = time.monotonic() + self.timeout_s
         try:
             msg = self.transport.wait(src, seq, tag, deadline, self._check_peers)
@@ -250,15 +267,6 @@ class Communicator:
         except CollectiveError as exc:
             self._broken = str(exc)
             raise
-        clock = self.socket.clock
-        if self.trace_messages:
-            before = clock.now
-            arrival = clock.advance_to(msg.t)
-            if arrival > before:
-                clock.record(f"{self.name} recv {tag} <- {src}", "p2p", "p2p-rx", before,
-                             arrival)
-        else:
-            clock.advance_to(msg.t)
         return msg
 
     def _rest(self, first: Message, deadline: float) -> Message:
@@ -501,6 +509,30 @@ class Communicator:
                             for dst in range(1, self.world_size)), default=0)
                 self.socket.clock.advance_to(last)
             self._record("barrier", t0, sent0, 0)
+
+    def agree_max(self, value: int) -> int:
+        """The largest of the members' ``value``, returned to every member: the step where a
+        driver collects the members' modeled ends and moves them all to the latest, taken among
+        the sockets instead (each member tells member 0, which answers them all). Control
+        traffic, not modeled: no port time, no clock move, no trace event; the caller decides
+        what the agreed time means."""
+        with self._lock:
+            if self._broken:
+                raise CollectiveError(f"collective group {self.name!r} is broken "
+                                      f"({self._broken}); create a new group")
+            seq, value = next(self._agree_seq), int(value)
+            if self.world_size == 1:
+                return value
+            if self.rank != 0:
+                self._deliver(0, encode(self._key, self._gname, seq, 0, self.rank, value,
+                                           mac_payload=self._mac_payload))
+                return self._wait(0, seq, 1).t
+            top = max([value] + [self._wait(src, seq, 0).t
+                                 for src in range(1, self.world_size)])
+            for dst in range(1, self.world_size):
+                self._deliver(dst, encode(self._key, self._gname, seq, 1, self.rank, top,
+                                             mac_payload=self._mac_payload))
+            return top
 
     # -- point to point -------------------------------------------------------------------
     def _next_pair(self, src: int, dst: int) -> int:

@@ -10,6 +10,7 @@ allowed range.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -306,8 +307,20 @@ def _validate(raw: Any, origin: str) -> Profile:
 
 
 def load_profile(name_or_path: str | Path = "sn40l") -> Profile:
-    """Load a shipped profile by name (see :data:`PROFILE_NAMES`) or a YAML path."""
+    """Load a shipped profile by name (see :data:`PROFILE_NAMES`) or a YAML path. A shipped
+    profile is parsed once per process (profiles are never mutated); a path is read anew."""
     text_name = str(name_or_path)
+    if text_name in PROFILE_NAMES:
+        return _shipped(text_name)
+    return _load(text_name)
+
+
+@functools.lru_cache(maxsize=None)
+def _shipped(name: str) -> Profile:
+    return _load(name)
+
+
+def _load(text_name: str) -> Profile:
     if text_name in PROFILE_NAMES:
         text = resources.files("sn40l.hardware").joinpath(f"profiles/{text_name}.yaml").read_text()
         origin = f"profile {text_name!r}"

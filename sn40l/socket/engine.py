@@ -119,7 +119,7 @@ class TileEngine:
     """
 
     def __init__(self, socket: Socket, plan: dict, rank: int, tag: str, comm: Comm | None,
-                 replay: dict | None = None):
+                 replay: dict | None = None, kernel_cache: dict | None = None):
         self.socket = socket
         self.plan = plan
         self.rank = rank
@@ -141,7 +141,10 @@ class TileEngine:
         self.last_used_ns = -1     # end of the last run, or the last activation
         self._kv: list[np.ndarray] = []
         self._views: dict[str, np.ndarray] = {}
-        self._kernel_cache: dict[tuple, list[dict]] = {}
+        # kernels of other step shapes, compiled on first use; ``kernel_cache`` may be shared
+        # by the engines of one artifact (the kernels depend on its plan only)
+        self._kernel_cache: dict[tuple, list[dict]] = {} if kernel_cache is None \
+            else kernel_cache
 
     # -- weights --------------------------------------------------------------------------
     def _shard(self, full: dict[str, np.ndarray], name: str) -> np.ndarray:
