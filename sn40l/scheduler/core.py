@@ -139,34 +139,33 @@ class SchedulerCore:
         limit = req.time_limit
         if not req.time_set:
             limit = part.default_time if part.default_time is not None else part.max_time
-        probe = Job(id=0, state=JobState.PENDING, reason=Reason.NONE, uid=who.uid, gid=who.gid,
-                    user=who.user, name=req.name, partition=partition, submit_time=now,
-                    req=req, time_limit=limit)
-        why = self._fits_shape(probe)
+        first = self.store.peek_job_id()
+        prio = BASE_PRIORITY - first - int(req.nice or 0)
+        held, array = req.hold, req.array is not None
+        user = who.user
+        jobs = [Job(id=first + k, state=JobState.PENDING,
+                    reason=Reason.JOB_HELD_USER if held else Reason.NONE, uid=who.uid,
+                    gid=who.gid, user=user, name=req.name, partition=partition,
+                    submit_time=now, req=req, time_limit=limit, priority=0 if held else prio,
+                    held="user" if held else None, priority_before_hold=prio if held else None,
+                    array_job_id=first if array else None, array_task_id=task,
+                    array_throttle=(req.array_throttle or 0) if array else 0)
+                for k, task in enumerate(req.array or (None,))]
+        why = self._fits_shape(jobs[0])  # every task has the same shape
         if why:
             raise RequestError(why, "NodeConfig")
         for dep in req.deps:
             if dep.kind != DepKind.SINGLETON and self.lookup(dep.job) is None:
                 raise RequestError("Job dependency problem", "Dependency")
         if test_only:
+            probe = Job(id=0, state=JobState.PENDING, reason=Reason.NONE, uid=who.uid,
+                        gid=who.gid, user=user, name=req.name, partition=partition,
+                        submit_time=now, req=req, time_limit=limit)
             start, nodes = self._estimate(probe, now)
             # Slurm gives the probe a job id of its own (the next submission gets the one after)
             return {"test_only": True, "start": start, "nodes": nodes, "partition": partition,
                     "cpus": probe.need[0] * len(nodes), "job_id": self.store.next_job_id()}
-        indices = req.array
-        count = len(indices) if indices else 1
-        first = self.store.peek_job_id()
-        prio = BASE_PRIORITY - first - int(req.nice or 0)
-        jobs = []
-        for k in range(count):
-            job = replace(probe, id=first + k, priority=prio)
-            if indices:
-                job = replace(job, array_job_id=first, array_task_id=indices[k],
-                              array_throttle=req.array_throttle or 0)
-            if req.hold:
-                job = replace(job, held="user", priority_before_hold=prio, priority=0,
-                              reason=Reason.JOB_HELD_USER)
-            jobs.append(job)
+        count = len(jobs)
         self.store.put_jobs(jobs, next_job_id=first + count)
         for job in jobs:
             self.jobs[job.id] = job
