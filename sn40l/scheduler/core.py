@@ -36,6 +36,7 @@ __all__ = ["BASE_PRIORITY", "MIN_JOB_AGE_S", "Partition", "RequestError", "Sched
 BASE_PRIORITY = 4294901760  # priority/basic: the first job gets the highest, then one less each
 BF_MAX_JOB_TEST = 100  # pending jobs the backfill pass considers (Slurm's bf_max_job_test)
 MIN_JOB_AGE_S = 300  # finished jobs stay visible to squeue this long (Slurm's MinJobAge)
+_HOLDING = (JobState.RUNNING, JobState.COMPLETING)  # a tuple: members compare by identity
 
 
 @dataclass(frozen=True)
@@ -189,7 +190,7 @@ class SchedulerCore:
         """Running tasks per array job (for %N throttles), counted once per pass."""
         counts: dict[int, int] = {}
         for j in self.jobs.values():
-            if j.array_job_id is not None and j.holds_resources:
+            if j.array_job_id is not None and j.state in _HOLDING:
                 counts[j.array_job_id] = counts.get(j.array_job_id, 0) + 1
         return counts
 
@@ -225,7 +226,7 @@ class SchedulerCore:
         return bool(throttle) and array_running.get(job.array_job_id, 0) >= throttle
 
     def _order(self) -> list[Job]:
-        pending = [j for j in self.jobs.values() if j.state == JobState.PENDING]
+        pending = [j for j in self.jobs.values() if j.state is JobState.PENDING]
         pending.sort(key=lambda j: (-j.priority, j.array_job_id or j.id, j.array_task_id or 0,
                                     j.id))
         return pending
@@ -307,7 +308,7 @@ class SchedulerCore:
     # -- job life (reported by the controller) ---------------------------------------------
     def running(self) -> list[Job]:
         """The jobs holding resources (RUNNING or COMPLETING)."""
-        return [j for j in self.jobs.values() if j.holds_resources]
+        return [j for j in self.jobs.values() if j.state in _HOLDING]
 
     def launching(self, job_id: int, now: float) -> Job:
         """The job's batch step is (re)launched at ``now`` (it has LAUNCH_TIMEOUT_S to report)."""
