@@ -482,7 +482,10 @@ def test_dead_socket_fails_the_node_and_requeues_its_job(make_cluster, tmp_path)
             assert time.monotonic() < deadline
             time.sleep(0.1)
     revived = ray.get_actor(f"{name}:n0s3", namespace="sn40l")
-    assert ray.get(revived.ping.remote())["job"] == job
+    deadline = time.monotonic() + 30  # RUNNING is recorded before the launch leases the sockets
+    while ray.get(revived.ping.remote())["job"] != job:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
     deadline = time.monotonic() + 30  # RUNNING is recorded at launch; the script echoes after
     while "start 1 sn00" not in (tmp_path / "f.out").read_text():
         assert time.monotonic() < deadline, (tmp_path / "f.out").read_text()

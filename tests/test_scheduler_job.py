@@ -4,6 +4,7 @@ core writes to a real SQLite store load as typed jobs and map back to the same r
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 
@@ -12,7 +13,9 @@ import pytest
 from sn40l.scheduler.core import Partition, SchedulerCore, Who
 from sn40l.scheduler.job import Dep, tasks_per_node
 from sn40l.scheduler.request import build_request
-from sn40l.scheduler.store import Store, job_from_record, job_to_record
+from sn40l.scheduler.records import (job_from_record, job_to_record, job_to_wire,
+                                     request_from_record)
+from sn40l.scheduler.store import Store
 from sn40l.scheduler.types import DepKind, JobState
 
 ME = Who(os.getuid(), os.getgid())
@@ -30,7 +33,7 @@ def core(tmp_path):
 
 def submit(core, tmp_path, *args: str) -> int:
     req = build_request([*args, "--wrap", "true"], env={"HOME": "/h"}, cwd=str(tmp_path))
-    return core.submit(req, ME)["job_id"]
+    return core.submit(request_from_record(req), ME)["job_id"]
 
 
 def test_every_record_the_core_writes_maps_to_a_typed_job_and_back(core, tmp_path):
@@ -41,18 +44,15 @@ def test_every_record_the_core_writes_maps_to_a_typed_job_and_back(core, tmp_pat
                  "-H", "-w", "n1", "--nice=5", "--export=NONE", "--begin", "now+60")
     submit(core, tmp_path, "-x", "n0", "--exclusive", "--mem=1G", "--no-requeue")
     core.schedule()
-    records = core.store.query_jobs()
-    assert len(records) == 6  # one job, three array tasks, two more jobs
-    for rec in records:
-        job = job_from_record(rec)
-        again = job_to_record(job)
-        # nothing lost or changed; what the record did not carry comes back as a default
-        for got, want in ((again, rec), (again["req"], rec["req"])):
-            assert {k: got[k] for k in want if k != "req"} == \
-                {k: v for k, v in want.items() if k != "req"}
-            assert all(got[k] in (None, 0, False) for k in set(got) - set(want))
-        assert job_from_record(again) == job
-    by_id = {r["id"]: job_from_record(r) for r in records}
+    stored = core.store.query_jobs()
+    assert len(stored) == 6  # one job, three array tasks, two more jobs
+    for job in stored:
+        # what the store read back is what the core holds, and it maps to a record and back
+        assert job == core.jobs[job.id] and job.alloc == core.jobs[job.id].alloc
+        rec = json.loads(json.dumps(job_to_record(job)))
+        again = job_from_record(rec)
+        assert again == job and again.alloc == job.alloc
+    by_id = {j.id: j for j in stored}
     wide = by_id[first]
     assert wide.state is JobState.RUNNING and wide.holds_resources and not wide.is_final
     assert wide.tasks_per_node == 3 and wide.need == (3, 2, 300)
@@ -69,7 +69,7 @@ def test_every_record_the_core_writes_maps_to_a_typed_job_and_back(core, tmp_pat
 
 
 def test_a_record_with_a_field_the_model_does_not_know_is_refused_by_name(core, tmp_path):
-    rec = core.store.get_job(submit(core, tmp_path))
+    rec = job_to_record(core.store.get_job(submit(core, tmp_path)))
     with pytest.raises(ValueError, match=r"unknown field\(s\) colour;"):
         job_from_record(dict(rec, colour="blue"))
     with pytest.raises(ValueError, match=r"job request has unknown field\(s\) ntask;"):
@@ -77,7 +77,7 @@ def test_a_record_with_a_field_the_model_does_not_know_is_refused_by_name(core, 
 
 
 def test_a_change_is_a_new_job_value(core, tmp_path):
-    job = job_from_record(core.store.get_job(submit(core, tmp_path, "-t", "5")))
+    job = core.store.get_job(submit(core, tmp_path, "-t", "5"))
     with pytest.raises(dataclasses.FrozenInstanceError):
         job.state = JobState.RUNNING  # type: ignore[misc]
     done = dataclasses.replace(job, state=JobState.COMPLETED, end_time=1.0)
@@ -90,3 +90,33 @@ def test_a_change_is_a_new_job_value(core, tmp_path):
     (1, 1, None, 1), (2, 5, None, 3), (3, 3, None, 1), (2, 4, 4, 4), (0, 3, None, 3)])
 def test_tasks_per_node(nodes, ntasks, per_node, expected):
     assert tasks_per_node(nodes, ntasks, per_node) == expected
+
+
+def test_the_wire_record_is_the_row_mapping_without_script_and_environment(core, tmp_path):
+    job = core.jobs[submit(core, tmp_path, "-a", "1-2", "-J", "w")]
+    wire = job_to_wire(job, full=True, stdout_path="/o", dependency_shown="(null)")
+    rec = job_to_record(job)
+    assert {k: v for k, v in wire.items() if k not in ("req", "display_id", "stdout_path",
+                                                        "dependency_shown")} == \
+        {k: v for k, v in rec.items() if k != "req"}
+    assert "script" not in wire["req"] and "env" not in wire["req"]
+    assert wire["req"]["env_count"] == 1 and wire["display_id"] == job.display_id
+    assert {k: v for k, v in wire["req"].items() if k != "env_count"} == \
+        {k: v for k, v in rec["req"].items() if k not in ("script", "env")}
+    with pytest.raises(ValueError, match=r"unknown wire field\(s\) colour;"):
+        job_to_wire(job, colour="blue")
+
+
+def test_a_record_builds_the_same_value_as_the_constructor_and_refuses_what_is_missing(
+        core, tmp_path):
+    job = core.jobs[submit(core, tmp_path, "-J", "x")]
+    rec = job_to_record(job)
+    del rec["priority"], rec["req"]["env"]  # a default and a default factory
+    back = job_from_record(rec)
+    assert back == dataclasses.replace(job, priority=0, req=dataclasses.replace(job.req, env={}))
+    assert back.req.env == {} and back.req.env is not job_from_record(rec).req.env
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        back.priority = 3  # type: ignore[misc]
+    del rec["uid"]
+    with pytest.raises(TypeError, match=r"Job record lacks required field\(s\) uid"):
+        job_from_record(rec)

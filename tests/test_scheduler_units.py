@@ -4,14 +4,16 @@ host lists, --array, --dependency, getopt_long behaviour, #SBATCH lines, output 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import datetime
 
 import pytest
 
 from sn40l.scheduler import hostlist
-from sn40l.scheduler.controller import batch_step_state
 from sn40l.scheduler.launch import array_step, expand_pattern
 from sn40l.scheduler.core import end_reason
+from sn40l.scheduler.job import Job, JobRequest
+from sn40l.scheduler.supervise import batch_step_state
 from sn40l.scheduler.getopt import Opt, Parser, UsageError
 from sn40l.scheduler.request import (SubmitError, batch_directives, build_request, parse_array,
                                      parse_dependency, parse_gres)
@@ -130,11 +132,12 @@ def test_sbatch_lines_stop_at_the_first_command_and_the_command_line_wins(tmp_pa
 
 
 def test_output_patterns():
-    job = {"id": 41, "name": "train", "user": "ada", "array_job_id": 40,
-           "array_task_id": 1, "batch_host": "sn01"}
+    req = JobRequest("train", 1, 1, 1, "/w", "/w", "#!/bin/sh\n")
+    job = Job(41, JobState.RUNNING, "None", 1000, 1000, "ada", "train", "p", 0.0, req,
+              array_job_id=40, array_task_id=1, batch_host="sn01")
     assert expand_pattern("o-%A_%a-%j-%x-%u-%N-%%.txt", job) == \
         "o-40_1-41-train-ada-sn01-%.txt"
-    assert expand_pattern("slurm-%5j.out", dict(job, array_job_id=None)) == "slurm-00041.out"
+    assert expand_pattern("slurm-%5j.out", replace(job, array_job_id=None)) == "slurm-00041.out"
 
 
 # -- sbatch input: environment, directives, --signal (checked on Slurm 22.05) --------------

@@ -18,7 +18,9 @@ import hmac
 import itertools
 import os
 
-from sn40l.scheduler.core import RequestError, Who
+from sn40l.scheduler.core import Who
+from sn40l.scheduler.errors import RequestError
+from sn40l.scheduler.types import JobState
 
 _runs = itertools.count()
 AGENT_WEIGHTS = ("random", "phantom")  # checkpoints are files; the agent reads none for users
@@ -32,11 +34,11 @@ def run_for_job(ctl, who: Who, job_id: int, capability: str, pef: bytes, prompt_
 
     with ctl.lock:
         job = ctl.core.jobs.get(int(job_id))
-        if job is None or not (who.is_admin or who.uid == job["uid"]):
+        if job is None or not (who.is_admin or who.uid == job.uid):
             raise RequestError("Access/permission denied", "Permission")
-        if job["state"] != "RUNNING":
+        if job.state != JobState.RUNNING:
             raise RequestError(f"Job {job_id} is not running", "NotRunning")
-        expected = ctl.capability(job)
+        expected = ctl.steps.capability(job)
     if not hmac.compare_digest(str(capability).encode(), expected.encode()):
         raise RequestError(f"job {job_id}'s sockets need job {job_id}'s capability "
                            "(SN40L_LEASE in its environment); the one given is not it",
@@ -49,7 +51,7 @@ def run_for_job(ctl, who: Who, job_id: int, capability: str, pef: bytes, prompt_
         art = Artifact.from_bytes(bytes(pef), origin=f"job {job_id}'s artifact")
     except Exception as exc:  # noqa: BLE001 - any defect of the artifact is the caller's
         raise RequestError(str(exc), "Invalid") from None
-    ranks = ctl._ranks(job)[: art.tp]
+    ranks = ctl.steps.ranks(job)[: art.tp]
     if len(ranks) < art.tp:
         raise RequestError(f"the job holds {len(ranks)} sockets; the model needs TP {art.tp}",
                            "Invalid")

@@ -12,3 +12,12 @@ class SubmitError(SchedulerError):
     def __init__(self, message: str, exit_code: int = 1):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class RequestError(SchedulerError):
+    """A request refused by the controller; ``str`` is Slurm's text (e.g. "Invalid job id
+    specified"), ``code`` a stable name for clients."""
+
+    def __init__(self, message: str, code: str = "error"):
+        super().__init__(message)
+        self.code = code

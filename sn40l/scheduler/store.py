@@ -3,7 +3,9 @@
 Tables: ``jobs`` (one row per job or array task; the record as JSON plus the columns queries
 filter on), ``steps`` (srun steps and the batch step, for sacct), ``nodes`` (admin state that
 must survive a restart: DOWN/DRAIN and the reason) and ``meta`` (the next job id). Every change
-is committed before the controller answers, so a restart finds what clients were told.
+is committed before the controller answers, so a restart finds what clients were told. Jobs go
+in and come out as :class:`~sn40l.scheduler.job.Job` values, through the row mapping of
+:mod:`sn40l.scheduler.records`.
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from dataclasses import fields
+from dataclasses import dataclass
 
-from sn40l.scheduler.job import Alloc, Job, JobRequest, Signal
-from sn40l.scheduler.request import parse_dependency
-from sn40l.scheduler.types import ACTIVE_STATES, JobState
+from sn40l.scheduler.job import Job
+from sn40l.scheduler.records import job_from_record, job_to_record
+from sn40l.scheduler.types import ACTIVE_STATES
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -50,76 +52,13 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 """
 
-# -- the row mapping: the one place that knows a record's keys ---------------------------------
-_REQ_FIELDS = {f.name for f in fields(JobRequest)} - {"deps", "dep_mode"}
-_JOB_FIELDS = {f.name for f in fields(Job)}
-_REQ_TUPLES = ("array", "nodelist", "exclude", "script_args")
-# flags the submitting command acts on; the core drops them before it stores a request
-_COMMAND_FLAGS = ("parsable", "test_only", "wait", "quiet")
+@dataclass(frozen=True)
+class NodeAdmin:
+    """A node's stored admin state: ``down`` or ``drain``, why, and since when."""
 
-
-def _refuse_unknown(record: dict, known: set[str], what: str) -> None:
-    unknown = sorted(set(record) - known)
-    if unknown:
-        raise ValueError(f"{what} has unknown field(s) {', '.join(unknown)}; known: "
-                         f"{', '.join(sorted(known))}")
-
-
-def request_from_record(record: dict) -> JobRequest:
-    """The typed request of a stored (or just submitted) request record; the dependency text is
-    parsed here, once. Refuses a key it does not know, by name."""
-    rec = {k: v for k, v in record.items() if k not in _COMMAND_FLAGS}
-    _refuse_unknown(rec, _REQ_FIELDS, "job request")
-    for key in _REQ_TUPLES:
-        if rec.get(key) is not None:
-            rec[key] = tuple(rec[key])
-    if rec.get("signal") is not None:
-        rec["signal"] = Signal(**rec["signal"])
-    if rec.get("dependency"):
-        rec["dep_mode"], deps = parse_dependency(rec["dependency"])
-        rec["deps"] = tuple(deps)
-    return JobRequest(**rec)
-
-
-def request_to_record(req: JobRequest) -> dict:
-    out = {}
-    for f in fields(JobRequest):
-        if f.name in ("deps", "dep_mode"):
-            continue
-        value = getattr(req, f.name)
-        if isinstance(value, tuple):
-            value = list(value)
-        elif isinstance(value, Signal):
-            value = {"signum": value.signum, "seconds": value.seconds,
-                     "batch_only": value.batch_only, "text": value.text}
-        out[f.name] = value
-    return out
-
-
-def job_from_record(record: dict) -> Job:
-    """The typed job of a stored record. Refuses a key it does not know, by name."""
-    _refuse_unknown(record, _JOB_FIELDS, f"job {record.get('id')}")
-    rec = dict(record)
-    rec["state"] = JobState(rec["state"])
-    if rec.get("final_state") is not None:
-        rec["final_state"] = JobState(rec["final_state"])
-    rec["reason"] = str(rec["reason"])
-    rec["req"] = request_from_record(rec["req"])
-    if rec.get("alloc") is not None:
-        rec["alloc"] = {name: Alloc(a["cpus"], tuple(a["sockets"]), a["mem"])
-                        for name, a in rec["alloc"].items()}
-    return Job(**rec)
-
-
-def job_to_record(job: Job) -> dict:
-    out = {f.name: getattr(job, f.name) for f in fields(Job)}
-    out["state"] = job.state.value
-    out["final_state"] = job.final_state.value if job.final_state is not None else None
-    out["req"] = request_to_record(job.req)
-    if job.alloc is not None:
-        out["alloc"] = {name: {"cpus": a.cpus, "sockets": list(a.sockets), "mem": a.mem}
-                        for name, a in job.alloc.items()}
-    return out
+    state: str
+    reason: str | None
+    since: float | None
 
 
 class Store:
@@ -158,9 +97,11 @@ class Store:
             return int(row[0]) if row else 1
 
     # -- jobs ------------------------------------------------------------------------------
-    def put_jobs(self, jobs: list[dict], next_job_id: int | None = None) -> None:
-        """Insert or replace job records in one transaction (advancing the next job id in
-        the same transaction, for a submission)."""
+    def put_jobs(self, jobs: list[Job], next_job_id: int | None = None) -> None:
+        """Insert or replace jobs in one transaction (advancing the next job id in the same
+        transaction, for a submission)."""
+        rows = [(j.id, j.state.value, j.uid, j.name, j.array_job_id, j.submit_time, j.end_time,
+                 json.dumps(job_to_record(j))) for j in jobs]
         with self._lock:
             self._db.execute("BEGIN")
             try:
@@ -169,48 +110,60 @@ class Store:
                                      "VALUES('next_job_id', ?)", (str(next_job_id),))
                 self._db.executemany(
                     "INSERT OR REPLACE INTO jobs(id, state, uid, name, array_job_id, submit_time,"
-                    " end_time, data) VALUES(?,?,?,?,?,?,?,?)",
-                    [(j["id"], j["state"], j["uid"], j["name"], j.get("array_job_id"),
-                      j["submit_time"], j.get("end_time"), json.dumps(j)) for j in jobs])
+                    " end_time, data) VALUES(?,?,?,?,?,?,?,?)", rows)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
 
-    def put_job(self, job: dict) -> None:
+    def put_job(self, job: Job) -> None:
         self.put_jobs([job])
 
-    def get_job(self, job_id: int) -> dict | None:
+    def _jobs(self, sql: str, args=()) -> list[Job]:
         with self._lock:
-            row = self._db.execute("SELECT data FROM jobs WHERE id=?", (job_id,)).fetchone()
-        return json.loads(row[0]) if row else None
+            rows = self._db.execute(sql, args).fetchall()
+        return [job_from_record(json.loads(r[0])) for r in rows]
 
-    def array_tasks(self, array_job_id: int) -> list[dict]:
+    def get_job(self, job_id: int) -> Job | None:
+        found = self._jobs("SELECT data FROM jobs WHERE id=?", (job_id,))
+        return found[0] if found else None
+
+    def get_jobs(self, job_ids: list[int]) -> list[Job]:
+        out: list[Job] = []
+        for i in range(0, len(job_ids), 500):
+            chunk = job_ids[i:i + 500]
+            out += self._jobs(f"SELECT data FROM jobs WHERE id IN ({','.join('?' * len(chunk))})"
+                              " ORDER BY id", chunk)
+        return out
+
+    def array_task_ids(self, array_job_id: int) -> list[int]:
+        """The job ids of an array's tasks, in order (the tasks themselves: :meth:`get_jobs`)."""
         with self._lock:
-            rows = self._db.execute("SELECT data FROM jobs WHERE array_job_id=? ORDER BY id",
+            rows = self._db.execute("SELECT id FROM jobs WHERE array_job_id=? ORDER BY id",
                                     (array_job_id,)).fetchall()
-        return [json.loads(r[0]) for r in rows]
+        return [r[0] for r in rows]
 
-    def active_jobs(self) -> list[dict]:
-        marks = ",".join("?" * len(ACTIVE_STATES))
-        with self._lock:
-            rows = self._db.execute(f"SELECT data FROM jobs WHERE state IN ({marks}) ORDER BY id",
-                                    ACTIVE_STATES).fetchall()
-        return [json.loads(r[0]) for r in rows]
+    def array_tasks(self, array_job_id: int) -> list[Job]:
+        return self._jobs("SELECT data FROM jobs WHERE array_job_id=? ORDER BY id",
+                          (array_job_id,))
 
-    def finished_since(self, since: float) -> list[dict]:
+    def active_jobs(self) -> list[Job]:
         marks = ",".join("?" * len(ACTIVE_STATES))
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT data FROM jobs WHERE state NOT IN ({marks}) AND end_time >= ? "
-                "ORDER BY id", (*ACTIVE_STATES, since)).fetchall()
-        return [json.loads(r[0]) for r in rows]
+        return self._jobs(f"SELECT data FROM jobs WHERE state IN ({marks}) ORDER BY id",
+                          ACTIVE_STATES)
+
+    def finished_since(self, since: float) -> list[Job]:
+        marks = ",".join("?" * len(ACTIVE_STATES))
+        return self._jobs(f"SELECT data FROM jobs WHERE state NOT IN ({marks}) AND end_time >= ? "
+                          "ORDER BY id", (*ACTIVE_STATES, since))
 
     def query_jobs(self, ids: list[int] | None = None, uids: list[int] | None = None,
                    start: float | None = None, end: float | None = None,
-                   names: list[str] | None = None) -> list[dict]:
-        """Jobs for sacct: by id (or array id), owner, name, and overlap with [start, end]."""
-        sql = "SELECT data FROM jobs WHERE 1=1"
+                   names: list[str] | None = None, skip: set[int] | frozenset = frozenset()
+                   ) -> list[Job | int]:
+        """Jobs for sacct: by id (or array id), owner, name, and overlap with [start, end].
+        A job whose id is in ``skip`` (the caller holds it) comes back as its id, unread."""
+        sql = "SELECT id, data FROM jobs WHERE 1=1"
         args: list = []
         if ids:
             marks = ",".join("?" * len(ids))
@@ -231,7 +184,7 @@ class Store:
         sql += " ORDER BY id"
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()
-        return [json.loads(r[0]) for r in rows]
+        return [r[0] if r[0] in skip else job_from_record(json.loads(r[1])) for r in rows]
 
     # -- steps -----------------------------------------------------------------------------
     def put_step(self, job_id: int, step: str, data: dict) -> None:
@@ -254,10 +207,10 @@ class Store:
         return out
 
     # -- nodes -----------------------------------------------------------------------------
-    def node_states(self) -> dict[str, dict]:
+    def node_states(self) -> dict[str, NodeAdmin]:
         with self._lock:
             rows = self._db.execute("SELECT name, state, reason, since FROM nodes").fetchall()
-        return {r[0]: {"state": r[1], "reason": r[2], "since": r[3]} for r in rows}
+        return {r[0]: NodeAdmin(r[1], r[2], r[3]) for r in rows}
 
     def set_node_state(self, name: str, state: str | None, reason: str | None,
                        since: float | None) -> None:
