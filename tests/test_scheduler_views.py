@@ -3,6 +3,7 @@ replies a real core and SQLite store produce, read back through sn40l.scheduler.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
@@ -101,3 +102,11 @@ def test_a_reply_with_a_field_the_client_does_not_know_is_refused_by_name(core):
     nodes["nodes"][0]["temperature"] = 40
     with pytest.raises(ReplyError, match="temperature"):
         cluster_from_wire(nodes)
+
+
+def test_pending_array_tasks_collapse_into_one_row_across_digit_widths(core):
+    task = next(j for j in _jobs(core) if j.array_job_id is not None)
+    tasks = [dataclasses.replace(task, id=task.id + 100 + i, array_task_id=i)
+             for i in (8, 9, 10, 11, 13)]
+    rows = views.queue_rows(tasks, expand_arrays=False)
+    assert [r.jobid for r in rows] == [f"{task.array_job_id}_[8-11,13%2]"]  # as Slurm prints

@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 
+from sn40l.scheduler import hostlist
 from sn40l.scheduler.connect import connect
 from sn40l.scheduler.getopt import Opt, Parser
 from sn40l.scheduler.job import tasks_per_node
@@ -149,7 +150,6 @@ def _drain(path, pos: int, stream=None) -> int:
 
 
 def _step(opts: dict, command: list[str]) -> int:
-    from sn40l.scheduler import hostlist
     from sn40l.scheduler.client import Client, ControllerError, ControllerUnavailable
 
     env = os.environ
@@ -275,7 +275,7 @@ def failure_lines(codes: list[int], task_nodes: list[str]) -> list[str]:
             groups.setdefault((task_nodes[task], code), []).append(task)
     lines = []
     for (node, code), tasks in sorted(groups.items(), key=lambda g: (-g[1][-1], g[0])):
-        label = f"task {tasks[0]}" if len(tasks) == 1 else f"tasks {_ranges(tasks)}"
+        label = f"task {tasks[0]}" if len(tasks) == 1 else f"tasks {hostlist.ranges(tasks)}"
         what = (f"Exited with exit code {code}" if code > 0 else
                 f"{_signal_name(-code)}")
         lines.append(f"srun: error: {node}: {label}: {what}")
@@ -290,13 +290,3 @@ def _signal_name(signum: int) -> str:
             signum, signal.Signals(signum).name)
     except ValueError:
         return f"Signal {signum}"
-
-
-def _ranges(ids: list[int]) -> str:
-    """``0-2,5`` for [0, 1, 2, 5] (ids sorted)."""
-    parts, lo = [], ids[0]
-    for prev, cur in zip(ids, ids[1:] + [None]):
-        if cur != prev + 1 if cur is not None else True:
-            parts.append(str(lo) if lo == prev else f"{lo}-{prev}")
-            lo = cur
-    return ",".join(parts)

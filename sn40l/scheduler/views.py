@@ -115,8 +115,7 @@ def queue_rows(jobs: list[Job], expand_arrays: bool) -> list[QueueRow]:
         if len(tasks) == 1:
             out.append(QueueRow(first, first.display_id))
             continue
-        ids = hostlist.compress([f"x{t.array_task_id}" for t in tasks])
-        body = ids[2:-1] if ids.startswith("x[") else ids[1:]
+        body = hostlist.ranges(sorted(t.array_task_id for t in tasks))
         throttle = f"%{first.array_throttle}" if first.array_throttle else ""
         out.append(QueueRow(first, f"{array_id}_[{body}{throttle}]"))
     return squeue_order(out)
