@@ -13,7 +13,8 @@ import pytest
 from sn40l.scheduler import details, views
 from sn40l.scheduler.controller import _public
 from sn40l.scheduler.core import Partition, SchedulerCore, Who
-from sn40l.scheduler.replies import ReplyError, cluster_from_wire, job_from_wire, shown_from_wire
+from sn40l.scheduler.nodeinfo import cluster_from_wire
+from sn40l.scheduler.replies import ReplyError, job_from_wire, shown_from_wire
 from sn40l.scheduler.request import build_request
 from sn40l.scheduler.store import Store
 from sn40l.scheduler.types import JobState

@@ -246,7 +246,7 @@ SINFO_OPTS = [
 
 def cmd_sinfo(argv: list[str]) -> int:
     from sn40l.scheduler import hostlist, views
-    from sn40l.scheduler.replies import cluster_from_wire
+    from sn40l.scheduler.nodeinfo import cluster_from_wire
 
     opts, operands, _ = Parser("sinfo", SINFO_OPTS).parse(argv)
     if opts.get("help"):

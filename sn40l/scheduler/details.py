@@ -11,15 +11,19 @@ prints Slurm 22.05's lines in its order (tests/golden/slurm/). Both read typed v
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Callable
+from collections import namedtuple
+from collections.abc import Callable
 
 from sn40l.scheduler import hostlist
 from sn40l.scheduler.job import Job
-from sn40l.scheduler.replies import NodeInfo, PartitionInfo, Shown, Step
+from sn40l.scheduler.replies import Shown, Step
 from sn40l.scheduler.timespec import format_duration, format_timestamp
 from sn40l.scheduler.types import JobState
 from sn40l.scheduler.views import alloc_cpus
+
+TYPE_CHECKING = False  # typing's flag without importing typing (a command's start-up)
+if TYPE_CHECKING:
+    from sn40l.scheduler.nodeinfo import NodeInfo, PartitionInfo  # annotations only
 
 
 class UnknownField(KeyError):
@@ -27,24 +31,15 @@ class UnknownField(KeyError):
 
 
 # -- sacct --------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class AcctRow:
-    """One sacct line: a job (``step`` None) or one of its steps, with the values that differ
-    between the two worked out once."""
+# Rows and table entries are named tuples (see sn40l.scheduler.views: cheaper to define).
+class AcctRow(namedtuple("AcctRow", "job step jobid jobid_raw name state start end exit_code "
+                                    "exit_signal cpus nnodes nodelist")):
+    """One sacct line: a :class:`~sn40l.scheduler.job.Job`, and ``step`` None for the job's own
+    line or the :class:`~sn40l.scheduler.replies.Step`; then the values that differ between
+    the two, worked out once (ids, name, state text, start/end times, exit code and signal,
+    CPUs, node count, node list)."""
 
-    job: Job
-    step: Step | None
-    jobid: str
-    jobid_raw: str
-    name: str
-    state: str
-    start: float | None
-    end: float | None
-    exit_code: int
-    exit_signal: int
-    cpus: int
-    nnodes: int
-    nodelist: str
+    __slots__ = ()
 
 
 def acct_rows(shown: list[Shown], with_steps: bool) -> list[AcctRow]:
@@ -106,15 +101,12 @@ def _elapsed(row: AcctRow, now: float) -> int:
     return int((row.end or now) - row.start) if row.start else 0
 
 
-@dataclass(frozen=True)
-class AcctField:
-    """One sacct field: its name as ``sacct -e`` lists it, its default width, whether it is
-    left-justified, and the text of a row at time ``now``."""
+class AcctField(namedtuple("AcctField", "name width value left", defaults=(False,))):
+    """One sacct field: its ``name`` as ``sacct -e`` lists it, its default ``width``,
+    ``value(row, now) -> str`` (the text of an :class:`AcctRow` at time ``now``) and whether it
+    is ``left``-justified."""
 
-    name: str
-    width: int
-    value: Callable[[AcctRow, float], str]
-    left: bool = False
+    __slots__ = ()
 
 
 def _f(name: str, width: int, fn: Callable[[AcctRow], str], left: bool = False) -> AcctField:

@@ -7,12 +7,13 @@ the script and the environment, plus what the controller computed for display
 :func:`shown_from_wire` parses it once into a :class:`Shown` (the typed
 :class:`~sn40l.scheduler.job.Job` through the store's row mapping, plus those extras), so the
 views read attributes and a field the model does not know is refused by name
-(:class:`ReplyError`). Steps, nodes and partitions get small frozen types of their own.
+(:class:`ReplyError`). Steps get a small frozen type of their own; nodes and partitions are
+in :mod:`sn40l.scheduler.nodeinfo`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 
 from sn40l.errors import SchedulerError
 from sn40l.scheduler.job import Job
@@ -56,53 +57,6 @@ class Shown:
     steps: tuple[Step, ...] = ()
 
 
-@dataclass(frozen=True)
-class NodeInfo:
-    """One node as ``sinfo``/``scontrol show node`` see it."""
-
-    name: str
-    state: str  # IDLE, MIXED, ALLOCATED, DOWN, DOWN*, DRAINED, DRAINING, COMPLETING
-    cpus: int
-    cpus_alloc: int
-    rdus: int
-    rdus_alloc: int
-    mem_mb: int
-    mem_alloc: int
-    reason: str | None = None
-    since: float | None = None
-    jobs: tuple[int, ...] = ()
-    partitions: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class PartitionInfo:
-    """One partition as ``sinfo``/``scontrol show partition`` see it."""
-
-    name: str
-    nodes: tuple[str, ...]
-    default: bool
-    state: str  # UP | DOWN
-    max_time: int | None = None  # seconds; None = infinite
-    default_time: int | None = None
-    max_nodes: int | None = None
-
-
-@dataclass(frozen=True)
-class ClusterInfo:
-    """The ``nodes`` reply: every node and partition."""
-
-    nodes: tuple[NodeInfo, ...]
-    partitions: tuple[PartitionInfo, ...]
-    cluster: str = ""
-    sockets_per_node: int = 0
-
-    def only(self, names: set[str]) -> "ClusterInfo":
-        """The nodes in ``names`` only, partitions cut to them (``sinfo -n``)."""
-        return replace(self, nodes=tuple(n for n in self.nodes if n.name in names),
-                       partitions=tuple(replace(p, nodes=tuple(n for n in p.nodes if n in names))
-                                        for p in self.partitions))
-
-
 # -- the wire mapping: the client's one place that knows a reply's keys ------------------------
 _SHOWN_EXTRAS = ("stdout_path", "stderr_path", "dependency_shown", "steps")
 _REQUEST_EXTRAS = ("env_count",)  # show_job counts the environment it does not send
@@ -120,7 +74,7 @@ def shown_from_wire(record: dict) -> Shown:
     rec["req"] = req
     try:
         job = job_from_record(rec)
-        steps = tuple(_typed(Step, s, f"step of job {job.id}") for s in extras.get("steps", ()))
+        steps = tuple(typed_record(Step, s, f"step of job {job.id}") for s in extras.get("steps", ()))
     except (ValueError, TypeError, KeyError) as exc:
         raise ReplyError(f"unreadable job record from the controller: {exc}") from None
     return Shown(job, extras.get("stdout_path"), extras.get("stderr_path"),
@@ -130,17 +84,6 @@ def shown_from_wire(record: dict) -> Shown:
 def job_from_wire(record: dict) -> Job:
     """The typed job of one job record of a reply."""
     return shown_from_wire(record).job
-
-
-def cluster_from_wire(reply: dict) -> ClusterInfo:
-    """The ``nodes`` reply as a :class:`ClusterInfo`."""
-    try:
-        return ClusterInfo(tuple(_typed(NodeInfo, n, "node") for n in reply["nodes"]),
-                           tuple(_typed(PartitionInfo, p, "partition")
-                                 for p in reply["partitions"]),
-                           reply.get("cluster", ""), reply.get("sockets_per_node", 0))
-    except (ValueError, TypeError, KeyError) as exc:
-        raise ReplyError(f"unreadable node information from the controller: {exc}") from None
 
 
 def step_to_wire(step: Step) -> dict:
@@ -154,9 +97,10 @@ def step_to_wire(step: Step) -> dict:
 _FIELDS: dict[type, tuple[frozenset[str], tuple[str, ...]]] = {}
 
 
-def _typed(cls: type, record: dict, what: str):
-    """``cls`` built from ``record``: unknown keys refused by name, lists made tuples,
-    a ``state`` of a :class:`Step` made a :class:`JobState`."""
+def typed_record(cls: type, record: dict, what: str):
+    """The frozen dataclass ``cls`` built from a reply's ``record``: unknown keys refused by
+    name (ValueError), lists made tuples, a :class:`Step`'s ``state`` made a
+    :class:`JobState`."""
     if cls not in _FIELDS:
         names = frozenset(f.name for f in fields(cls))
         tuples = tuple(f.name for f in fields(cls) if str(f.type).startswith("tuple"))

@@ -14,7 +14,8 @@ import sys
 from sn40l.scheduler import details, hostlist
 from sn40l.scheduler.client import ControllerError
 from sn40l.scheduler.connect import connect
-from sn40l.scheduler.replies import cluster_from_wire, shown_from_wire
+from sn40l.scheduler.nodeinfo import cluster_from_wire
+from sn40l.scheduler.replies import shown_from_wire
 
 
 def _err(msg: str) -> None:
