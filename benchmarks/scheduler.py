@@ -171,7 +171,8 @@ def _typed_reply_row(queue: list[dict]) -> tuple:
         [job_from_wire(r) for r in queue]
         samples.append(time.process_time() - s)
     per = statistics.median(samples) / max(1, len(queue))
-    return ("squeue reply read into typed jobs (CPU)", f"{statistics.median(samples) * 1000:.1f} ms",
+    return ("squeue reply read into typed jobs (CPU)",
+            f"{statistics.median(samples) * 1000:.1f} ms",
             f"{len(queue)} records, {per * 1e6:.0f} us each", "-")
 
 

@@ -74,7 +74,8 @@ def shown_from_wire(record: dict) -> Shown:
     rec["req"] = req
     try:
         job = job_from_record(rec)
-        steps = tuple(typed_record(Step, s, f"step of job {job.id}") for s in extras.get("steps", ()))
+        steps = tuple(typed_record(Step, s, f"step of job {job.id}")
+                      for s in extras.get("steps", ()))
     except (ValueError, TypeError, KeyError) as exc:
         raise ReplyError(f"unreadable job record from the controller: {exc}") from None
     return Shown(job, extras.get("stdout_path"), extras.get("stderr_path"),
