@@ -2,17 +2,26 @@
 idle cluster, and the wall time of the CLI commands.
 
     python benchmarks/scheduler.py [--jobs 1000] [--cli-jobs 100] [--repeats 20]
+                                   [--queued N] [--other CHECKOUT]
 
 Starts an embedded Ray, a 2-node x 8-socket cluster and its controller in a temporary state
 directory. Every job is ``--wrap true`` and really runs. Issue targets (2 cores): >= 200
 submissions/s via the API, median submit->RUNNING <= 1 s, median ``squeue`` and
 ``sbatch --wrap true`` <= 0.5 s.
+
+``--queued N`` leaves N held jobs in the queue while squeue, sinfo and sacct are timed (the
+client reads every record it shows), and times reading the squeue reply into typed jobs in this
+process. ``--other CHECKOUT`` times every CLI command also from another checkout of sn40l
+(``PYTHONPATH`` picks the package), against the same controller, alternating run by run so that
+load changes hit both alike, and prints both medians and their ratio.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import pwd
+import resource
 import statistics
 import subprocess
 import sys
@@ -25,7 +34,13 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=1000, help="jobs submitted through the API")
     ap.add_argument("--cli-jobs", type=int, default=100, help="jobs submitted through the CLI")
     ap.add_argument("--repeats", type=int, default=20, help="samples of latency / CLI time")
+    ap.add_argument("--queued", type=int, default=0,
+                    help="held jobs in the queue while squeue/sinfo/sacct are timed")
+    ap.add_argument("--other", help="another checkout whose CLI is timed side by side")
     args = ap.parse_args()
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    trees = {"this": here, **({"other": args.other} if args.other else {})}
+    load_before = os.getloadavg()
     state = tempfile.mkdtemp(prefix="sn40l-bench-sched-")
     os.environ["SN40L_STATE_DIR"] = state
     os.environ["SN40L_CLUSTER"] = "bench"
@@ -59,35 +74,28 @@ def main() -> int:
         rows.append(("time for those jobs to run to completion", f"{time.perf_counter() - drain_t0:.1f} s",
                      "each job a real process", "-"))
         # 2. CLI submissions
-        cli = [sys.executable, "-m", "sn40l.cli"]
-        times = []
         cli_ids = []
         t0 = time.perf_counter()
-        for _ in range(args.cli_jobs):
-            s = time.perf_counter()
-            out = subprocess.run(cli + ["sbatch", "--parsable", "-o", "/dev/null", "--wrap",
-                                        "true"], cwd=cwd, capture_output=True, text=True,
-                                 check=True).stdout
-            times.append(time.perf_counter() - s)
-            cli_ids.append(int(out))
+        times = _time_cli(["sbatch", "--parsable", "-o", "/dev/null", "--wrap", "true"], trees,
+                          args.cli_jobs, cwd, lambda out: cli_ids.append(int(out)))
         cli_s = time.perf_counter() - t0
         rows.append(("submissions/s via the CLI (sequential)",
-                     f"{args.cli_jobs / cli_s:.1f}", f"{args.cli_jobs} jobs in {cli_s:.1f} s",
+                     f"{len(cli_ids) / cli_s:.1f}", f"{len(cli_ids)} jobs in {cli_s:.1f} s",
                      "-"))
-        rows.append(("sn40l sbatch --wrap true, median wall",
-                     f"{statistics.median(times) * 1000:.0f} ms",
-                     f"p90 {sorted(times)[int(len(times) * 0.9)] * 1000:.0f} ms", "<= 500 ms"))
+        rows += _cli_rows("sn40l sbatch --wrap true, median wall", times, "<= 500 ms")
         _wait_all(client, cli_ids)
-        # 3. squeue / sinfo / sacct wall
+        # 3. squeue / sinfo / sacct wall, with --queued held jobs in the queue
+        for _ in range(args.queued):
+            client.submit_argv(["-H", "--wrap", "true", "-o", "/dev/null"], cwd=cwd)
+        if args.queued:
+            rows.append(_typed_reply_row(client.call("queue")))
         for cmd in (["squeue"], ["sinfo"], ["sacct", "-X"]):
-            samples = []
-            for _ in range(args.repeats):
-                s = time.perf_counter()
-                subprocess.run(cli + cmd, capture_output=True, check=True)
-                samples.append(time.perf_counter() - s)
-            rows.append((f"sn40l {' '.join(cmd)}, median wall",
-                         f"{statistics.median(samples) * 1000:.0f} ms",
-                         f"{args.repeats} runs", "<= 500 ms" if cmd == ["squeue"] else "-"))
+            times = _time_cli(cmd, trees, args.repeats, cwd)
+            rows += _cli_rows(f"sn40l {' '.join(cmd)}, median wall", times,
+                              "<= 500 ms" if cmd == ["squeue"] else "-")
+        if args.queued:
+            client.call("cancel", jobs=[], states=["PENDING"],
+                        user=pwd.getpwuid(os.getuid()).pw_name)
         # 4. submit -> RUNNING on an idle cluster
         lat_ctl, lat_seen = [], []
         for _ in range(args.repeats):
@@ -115,7 +123,57 @@ def main() -> int:
     print(f"{'measure':<{width}}  {'value':>10}  {'detail':<28}  target")
     for name, value, detail, target in rows:
         print(f"{name:<{width}}  {value:>10}  {detail:<28}  {target}")
+    print(f"load average (1 min) {load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after")
     return 0
+
+
+def _time_cli(cmd: list[str], trees: dict[str, str], runs: int, cwd: str,
+              each=None) -> dict[str, list[float]]:
+    """Wall times of ``sn40l <cmd>`` from each checkout in ``trees``, alternating run by run
+    (and under ``<name> cpu`` the CPU time, user + system, of each run's process)."""
+    times: dict[str, list[float]] = {key: [] for name in trees for key in (name, f"{name} cpu")}
+    for _ in range(runs):
+        for name, tree in trees.items():
+            env = {**os.environ, "PYTHONPATH": tree}
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            s = time.perf_counter()
+            out = subprocess.run([sys.executable, "-m", "sn40l.cli", *cmd], cwd=cwd, env=env,
+                                 capture_output=True, text=True, check=True).stdout
+            times[name].append(time.perf_counter() - s)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            times[f"{name} cpu"].append(after.ru_utime - before.ru_utime
+                                        + after.ru_stime - before.ru_stime)
+            if each is not None:
+                each(out)
+    return times
+
+
+def _cli_rows(name: str, times: dict[str, list[float]], target: str) -> list[tuple]:
+    this, cpu = times["this"], statistics.median(times["this cpu"])
+    rows = [(name, f"{statistics.median(this) * 1000:.0f} ms",
+             f"p90 {sorted(this)[int(len(this) * 0.9)] * 1000:.0f} ms, CPU {cpu * 1000:.0f} ms",
+             target)]
+    if "other" in times:
+        other, other_cpu = (statistics.median(times[k]) for k in ("other", "other cpu"))
+        rows.append(("  the other checkout, same runs interleaved", f"{other * 1000:.0f} ms",
+                     f"CPU {other_cpu * 1000:.0f} ms; this/other "
+                     f"{statistics.median(this) / other:.2f}, CPU {cpu / other_cpu:.2f}", "-"))
+    return rows
+
+
+def _typed_reply_row(queue: list[dict]) -> tuple:
+    """CPU time of reading the squeue reply into typed jobs (in this process, median)."""
+    from sn40l.scheduler.replies import job_from_wire
+
+    samples = []
+    for _ in range(21):
+        s = time.process_time()
+        [job_from_wire(r) for r in queue]
+        samples.append(time.process_time() - s)
+    per = statistics.median(samples) / max(1, len(queue))
+    return ("squeue reply read into typed jobs (CPU)",
+            f"{statistics.median(samples) * 1000:.1f} ms",
+            f"{len(queue)} records, {per * 1e6:.0f} us each", "-")
 
 
 def _wait_all(client, ids: list[int], timeout_s: float = 600.0) -> None:

@@ -13,8 +13,9 @@ import time
 
 from sn40l.scheduler.client import Client, ControllerError, ControllerUnavailable
 from sn40l.scheduler.connect import connect
-from sn40l.scheduler.types import FINAL_STATES
 from sn40l.scheduler.getopt import Opt, Parser, UsageError
+from sn40l.scheduler.replies import ReplyError, job_from_wire
+from sn40l.scheduler.types import STATE_CODES, JobState
 
 COMMANDS = ("sbatch", "squeue", "scancel", "sinfo", "sacct", "scontrol", "srun")
 
@@ -31,7 +32,7 @@ def run_command(name: str, argv: list[str]) -> int:
         print(exc, file=sys.stderr)
         print(f"Try \"{name} --help\" for more information", file=sys.stderr)
         return 255 if name in ("sbatch", "srun") else 1
-    except ControllerUnavailable as exc:
+    except (ControllerUnavailable, ReplyError) as exc:
         _err(name, str(exc))
         return 1
 
@@ -82,10 +83,9 @@ def cmd_sbatch(argv: list[str]) -> int:
 
 def _wait_exit(client: Client, job_id: int) -> int:
     while True:
-        recs = client.call("show_job", job=str(job_id))
-        if all(r["state"] in FINAL_STATES for r in recs):
-            return max((r.get("exit_code") or (1 if r["state"] != "COMPLETED" else 0))
-                       for r in recs)
+        jobs = [job_from_wire(r) for r in client.call("show_job", job=str(job_id))]
+        if all(j.is_final for j in jobs):
+            return max(j.exit_code or (0 if j.state is JobState.COMPLETED else 1) for j in jobs)
         time.sleep(0.1)
 
 
@@ -101,20 +101,21 @@ SQUEUE_OPTS = [
 ]
 
 
-def _state_list(text: str) -> list[str] | None:
-    from sn40l.scheduler.views import LONG_STATES, STATE_CODES
+_BY_CODE = {code: state for state, code in STATE_CODES.items()}
 
+
+def _state_list(text: str) -> list[str] | None:
+    """The long state names of a ``-t``/``-s`` list (codes or names, any case); None for
+    ``all``; ValueError naming the first unknown one."""
     out = []
     for typed in text.split(","):
         s = typed.strip().upper()
         if s == "ALL":
             return None
-        if s in LONG_STATES:
-            out.append(LONG_STATES[s])
-        elif s in STATE_CODES:
-            out.append(s)
-        else:
+        state = _BY_CODE.get(s) or JobState.__members__.get(s)
+        if state is None:
             raise ValueError(typed.strip())
+        out.append(state.value)
     return out
 
 
@@ -158,12 +159,10 @@ def cmd_squeue(argv: list[str]) -> int:
     except ControllerError as exc:
         print(f"slurm_load_jobs error: {exc}", file=sys.stderr)
         return 1
-    jobs = views.squeue_order(jobs) if opts.get("array") else views.collapse_arrays(jobs)
+    rows = views.queue_rows([job_from_wire(r) for r in jobs], bool(opts.get("array")))
     fmt = opts.get("format") or (views.SQUEUE_LONG if opts.get("long") else
                                  views.SQUEUE_DEFAULT)
-    now = time.time()
-    lines = views.render(fmt, jobs, lambda j, f: views.squeue_value(j, f, now),
-                         views.SQUEUE_HEADERS, header=not opts.get("noheader"))
+    lines = views.render(fmt, rows, views.SQUEUE_FIELDS, header=not opts.get("noheader"))
     if opts.get("long"):
         print(time.strftime("%a %b %d %H:%M:%S %Y"))
     for line in lines:
@@ -247,27 +246,25 @@ SINFO_OPTS = [
 
 def cmd_sinfo(argv: list[str]) -> int:
     from sn40l.scheduler import hostlist, views
+    from sn40l.scheduler.nodeinfo import cluster_from_wire
 
     opts, operands, _ = Parser("sinfo", SINFO_OPTS).parse(argv)
     if opts.get("help"):
         print("Usage: sinfo [-N] [-l] [-R] [-p partition] [-t states] [-h] [-o format]")
         return 0
-    info = connect("sinfo").call("nodes")
+    info = cluster_from_wire(connect("sinfo").call("nodes"))
     if opts.get("nodes"):
-        wanted = set(hostlist.expand(opts["nodes"]))
-        info["nodes"] = [n for n in info["nodes"] if n["name"] in wanted]
-        for p in info["partitions"]:
-            p["nodes"] = [n for n in p["nodes"] if n in wanted]
+        info = info.only(set(hostlist.expand(opts["nodes"])))
     header = not opts.get("noheader")
     if opts.get("reasons"):
-        rows = [n for n in info["nodes"] if n["reason"]]
         print_rows = [f"{'REASON':<20} {'USER':<9} {'TIMESTAMP':<19} NODELIST"] if header \
             else []
         from sn40l.scheduler.timespec import format_timestamp
 
-        for n in rows:
-            print_rows.append(f"{n['reason'][:20]:<20} {'root':<9} "
-                              f"{format_timestamp(n['since']):<19} {n['name']}")
+        for n in info.nodes:
+            if n.reason:
+                print_rows.append(f"{n.reason[:20]:<20} {'root':<9} "
+                                  f"{format_timestamp(n.since):<19} {n.name}")
         print("\n".join(print_rows))
         return 0
     states = opts["states"].lower().split(",") if opts.get("states") else None
@@ -282,7 +279,7 @@ def cmd_sinfo(argv: list[str]) -> int:
         fmt = views.SINFO_LONG if opts.get("long") else views.SINFO_DEFAULT
     if opts.get("long"):
         print(time.strftime("%a %b %d %H:%M:%S %Y"))
-    for line in views.render(fmt, rows, views.sinfo_value, views.SINFO_HEADERS, header):
+    for line in views.render(fmt, rows, views.SINFO_FIELDS, header):
         print(line)
     return 0
 
@@ -305,7 +302,8 @@ SACCT_OPTS = [
 
 
 def cmd_sacct(argv: list[str]) -> int:
-    from sn40l.scheduler import views
+    from sn40l.scheduler import details
+    from sn40l.scheduler.replies import shown_from_wire
     from sn40l.scheduler.timespec import parse_time_point
 
     opts, operands, _ = Parser("sacct", SACCT_OPTS).parse(argv)
@@ -314,7 +312,7 @@ def cmd_sacct(argv: list[str]) -> int:
               "[--name names] [-X] [-n] [-p|-P] [-b|-l] [-o fields]")
         return 0
     if opts.get("helpformat"):
-        print(" ".join(views.SACCT_FIELDS))
+        print(" ".join(f.name for f in details.SACCT_FIELDS.values()))
         return 0
     args: dict = {}
     if opts.get("jobs"):
@@ -346,24 +344,25 @@ def cmd_sacct(argv: list[str]) -> int:
     if opts.get("format"):
         fields = [f for f in opts["format"].replace(" ", ",").split(",") if f]
     elif opts.get("brief"):
-        fields = views.SACCT_BRIEF
+        fields = details.SACCT_BRIEF
     elif opts.get("long"):
-        fields = views.SACCT_LONG
+        fields = details.SACCT_LONG
     else:
-        fields = views.SACCT_DEFAULT
+        fields = details.SACCT_DEFAULT
     try:
         jobs = connect("sacct").call("sacct", **args)
     except ControllerError as exc:
         _err("sacct", str(exc))
         return 1
-    rows = views.sacct_rows(jobs, with_steps=not opts.get("allocations"))
+    rows = details.acct_rows([shown_from_wire(r) for r in jobs],
+                             with_steps=not opts.get("allocations"))
     delimiter = None
     if opts.get("parsable") or opts.get("parsable2"):
         delimiter = opts.get("delimiter") or "|"
     try:
-        lines = views.render_sacct(rows, fields, header=not opts.get("noheader"),
-                                   delimiter=delimiter, trailing=bool(opts.get("parsable")))
-    except KeyError as exc:
+        lines = details.render_sacct(rows, fields, header=not opts.get("noheader"),
+                                     delimiter=delimiter, trailing=bool(opts.get("parsable")))
+    except details.UnknownField as exc:
         _err("sacct", f"Invalid field requested: \"{exc.args[0]}\"")
         return 1
     for line in lines:
@@ -373,137 +372,9 @@ def cmd_sacct(argv: list[str]) -> int:
 
 # -- scontrol -----------------------------------------------------------------------------
 def cmd_scontrol(argv: list[str]) -> int:
-    from sn40l.scheduler import hostlist, views
+    from sn40l.scheduler.scontrol import scontrol
 
-    args = [a for a in argv if a not in ("-d", "--details", "-o", "--oneliner")]
-    oneliner = any(a in ("-o", "--oneliner") for a in argv)
-    if not args or args[0] in ("-h", "--help", "help"):
-        print("Usage: scontrol show job|node|partition|hostnames [ID] | hold|release|requeue|"
-              "requeuehold JOBID... | update JobId=ID KEY=VALUE... | update NodeName=NAME "
-              "State=DOWN|DRAIN|RESUME Reason=TEXT | write batch_script JOBID [FILE]")
-        return 0
-    verb = args[0].lower()
-
-    def out(text: str) -> None:
-        if oneliner:
-            text = " ".join(text.split("\n   ")).rstrip() + "\n"
-        sys.stdout.write(text + ("" if oneliner else "\n"))
-
-    if verb == "show":
-        if len(args) < 2:
-            _err("scontrol", "show what? (job, node, partition, hostnames, hostlist)")
-            return 1
-        what = args[1].lower()
-        ident = args[2] if len(args) > 2 else None
-        if what in ("hostnames", "hostname"):
-            for h in hostlist.expand(ident or os.environ.get("SLURM_JOB_NODELIST", "")):
-                print(h)
-            return 0
-        if what == "hostlist":
-            print(hostlist.compress((ident or "").split(",")))
-            return 0
-        client = connect("scontrol")
-        if what in ("job", "jobs", "jobid"):
-            try:
-                if ident:
-                    jobs = client.call("show_job", job=ident)
-                else:
-                    jobs = client.call("queue", all_states=True)
-            except ControllerError as exc:
-                print(f"slurm_load_jobs error: {exc}", file=sys.stderr)
-                return 1
-            if not jobs:
-                print("No jobs in the system")
-            for job in jobs:
-                out(views.show_job(job))
-            return 0
-        if what in ("node", "nodes"):
-            info = client.call("nodes")
-            nodes = info["nodes"]
-            if ident:
-                wanted = set(hostlist.expand(ident))
-                nodes = [n for n in nodes if n["name"] in wanted]
-                if not nodes:
-                    print(f"Node {ident} not found", file=sys.stderr)
-                    return 1
-            for node in nodes:
-                out(views.show_node(node, info))
-            return 0
-        if what in ("partition", "partitions"):
-            parts = client.call("nodes")["partitions"]
-            if ident:
-                parts = [p for p in parts if p["name"] == ident]
-                if not parts:
-                    print(f"Partition {ident} not found", file=sys.stderr)
-                    return 1
-            for p in parts:
-                out(views.show_partition(p))
-            return 0
-        _err("scontrol", f"invalid entity: {args[1]} for keyword: show")
-        return 1
-    client = connect("scontrol")
-    if verb in ("hold", "release", "uhold", "requeue", "requeuehold"):
-        tokens = [t for a in args[1:] for t in a.split(",") if t]
-        if not tokens:
-            _err("scontrol", f"{verb} requires a job id")
-            return 1
-        try:
-            if verb in ("hold", "uhold", "release"):
-                errors = client.call("hold", jobs=tokens, release=verb == "release")
-            else:
-                errors = client.call("requeue", jobs=tokens, hold=verb == "requeuehold")
-        except ControllerError as exc:
-            errors = [str(exc)]
-        for e in errors:
-            print(e, file=sys.stderr)
-        return 1 if errors else 0
-    if verb == "update":
-        fields = {}
-        for a in args[1:]:
-            key, eq, value = a.partition("=")
-            if not eq:
-                _err("scontrol", f"invalid update argument {a!r}; expected KEY=VALUE")
-                return 1
-            fields[key] = value
-        lower = {k.lower(): k for k in fields}
-        try:
-            if "jobid" in lower or "job" in lower:
-                job = fields.pop(lower.get("jobid") or lower["job"])
-                client.call("update_job", job=job, fields=fields)
-            elif "nodename" in lower:
-                names = hostlist.expand(fields.pop(lower["nodename"]))
-                state = fields.pop(lower.get("state", "State"), None)
-                reason = fields.pop(lower.get("reason", "Reason"), None)
-                if state is None:
-                    _err("scontrol", "update of a node needs State=")
-                    return 1
-                client.call("update_node", names=names, state=state, reason=reason)
-            else:
-                _err("scontrol", "update needs JobId= or NodeName=")
-                return 1
-        except ControllerError as exc:
-            if exc.code == "InvalidValue":  # a value scontrol itself refuses, as Slurm's does
-                _err("scontrol", str(exc))
-            else:
-                print(f"slurm_update error: {exc}", file=sys.stderr)
-            return 1
-        return 0
-    if verb == "write" and len(args) >= 3 and args[1].lower() == "batch_script":
-        try:
-            script = client.call("write_script", job=args[2])
-        except ControllerError as exc:
-            _err("scontrol", str(exc))
-            return 1
-        target = args[3] if len(args) > 3 else f"slurm-{args[2]}.sh"
-        if target == "-":
-            sys.stdout.write(script)
-        else:
-            with open(target, "w") as f:
-                f.write(script)
-            print(f"batch script for job {args[2]} written to {target}")
-        return 0
-    _err("scontrol", f"invalid keyword: {args[0]}")
-    return 1
+    return scontrol(argv)
 
 
 # -- srun ---------------------------------------------------------------------------------

@@ -180,15 +180,18 @@ class Client:
     def wait(self, job_id: int | str, timeout_s: float = 60.0,
              states=("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL",
                      "OUT_OF_MEMORY")) -> dict:
-        """Poll until the job (every task of an array) reaches one of ``states``."""
+        """Poll until the job (every task of an array) reaches one of ``states``; returns the
+        record (``{"tasks": [...]}`` for an array), as the controller sent it."""
+        from sn40l.scheduler.replies import job_from_wire
+
         deadline = time.monotonic() + timeout_s
         while True:
             recs = self.call("show_job", job=str(job_id), all_tasks=True)
-            if all(r["state"] in states for r in recs):
+            now = [job_from_wire(r).state.value for r in recs]
+            if all(state in states for state in now):
                 return recs[0] if len(recs) == 1 else {"tasks": recs}
             if time.monotonic() > deadline:
-                raise TimeoutError(f"job {job_id} still {[r['state'] for r in recs]} after "
-                                   f"{timeout_s:.0f} s")
+                raise TimeoutError(f"job {job_id} still {now} after {timeout_s:.0f} s")
             time.sleep(0.05)
 
     def cancel(self, *job_ids: int | str, **filters) -> dict:

@@ -95,3 +95,14 @@ def compress(hosts: list[str]) -> str:
                 start = prev = n
         out.append(f"{prefix}[{','.join(ranges)}]")
     return ",".join(out)
+
+
+def ranges(ids: list[int]) -> str:
+    """``0-2,5`` for [0, 1, 2, 5] (ids sorted): the body of an array's ``A_[0-2,5]`` and of
+    srun's ``tasks 0-2,5``."""
+    parts, lo = [], ids[0]
+    for prev, cur in zip(ids, ids[1:] + [None]):
+        if cur != prev + 1 if cur is not None else True:
+            parts.append(str(lo) if lo == prev else f"{lo}-{prev}")
+            lo = cur
+    return ",".join(parts)

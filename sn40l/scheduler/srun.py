@@ -20,10 +20,12 @@ import sys
 import threading
 import time
 
+from sn40l.scheduler import hostlist
 from sn40l.scheduler.connect import connect
 from sn40l.scheduler.getopt import Opt, Parser
 from sn40l.scheduler.job import tasks_per_node
-from sn40l.scheduler.types import FINAL_STATES, JobState
+from sn40l.scheduler.replies import Step, job_from_wire, step_to_wire
+from sn40l.scheduler.types import JobState, Reason
 
 SRUN_OPTS = [
     Opt("n", "ntasks", "yes", "ntasks"), Opt("N", "nodes", "yes", "nodes"),
@@ -96,19 +98,20 @@ def _allocate_and_run(opts: dict, command: list[str]) -> int:
     waited = False  # Slurm speaks only when the allocation had to wait
     try:
         while True:
-            rec = client.call("show_job", job=str(job_id))[0]
+            job = job_from_wire(client.call("show_job", job=str(job_id))[0])
+            pending = job.state is JobState.PENDING
             # a job the scheduler has not looked at yet has Reason None: not a wait (yet)
-            if rec["state"] == "PENDING" and rec.get("reason") != "None" and not waited:
+            if pending and job.reason != Reason.NONE and not waited:
                 waited = True
                 if not opts.get("quiet"):
                     print(f"srun: job {job_id} queued and waiting for resources",
                           file=sys.stderr)
-            elif rec["state"] != "PENDING" and waited and not opts.get("quiet"):
+            elif not pending and waited and not opts.get("quiet"):
                 print(f"srun: job {job_id} has been allocated resources", file=sys.stderr)
                 waited = None
             pos = _drain(out_path, pos)
             err_pos = _drain(err_path, err_pos, sys.stderr)
-            if rec["state"] in FINAL_STATES:
+            if job.is_final:
                 time.sleep(0.05)
                 _drain(out_path, pos)
                 _drain(err_path, err_pos, sys.stderr)
@@ -124,11 +127,12 @@ def _allocate_and_run(opts: dict, command: list[str]) -> int:
                 path.unlink()
             except OSError:
                 pass
-    if rec["state"] not in (JobState.COMPLETED, JobState.FAILED):  # FAILED: tasks reported
-        print(f"srun: error: job {job_id} ended {rec['state']}", file=sys.stderr)
-    code = rec.get("exit_code") or 0
-    sig = rec.get("exit_signal") or 0
-    return code if code else (128 + sig if sig else (0 if rec["state"] == "COMPLETED" else 1))
+    if job.state not in (JobState.COMPLETED, JobState.FAILED):  # FAILED: tasks reported
+        print(f"srun: error: job {job_id} ended {job.state}", file=sys.stderr)
+    code = job.exit_code or 0
+    sig = job.exit_signal or 0
+    return code if code else (128 + sig if sig else (0 if job.state is JobState.COMPLETED
+                                                     else 1))
 
 
 def _drain(path, pos: int, stream=None) -> int:
@@ -146,7 +150,6 @@ def _drain(path, pos: int, stream=None) -> int:
 
 
 def _step(opts: dict, command: list[str]) -> int:
-    from sn40l.scheduler import hostlist
     from sn40l.scheduler.client import Client, ControllerError, ControllerUnavailable
 
     env = os.environ
@@ -250,13 +253,12 @@ def _step(opts: dict, command: list[str]) -> int:
             sig = sig or -c
         worst = max(worst, c)
     if client is not None and step_id is not None:
-        state = "COMPLETED" if worst == 0 and not sig else ("CANCELLED" if sig else "FAILED")
+        state = JobState.COMPLETED if worst == 0 and not sig else (
+            JobState.CANCELLED if sig else JobState.FAILED)
+        step = Step(str(step_id), os.path.basename(command[0]), state, start, time.time(),
+                    worst, sig, ntasks, tuple(step_nodes), ntasks * cpt)
         try:
-            client.call("step", job_id=job_id, step=str(step_id), data={
-                "step": str(step_id), "name": os.path.basename(command[0]), "state": state,
-                "start_time": start, "end_time": time.time(), "exit_code": worst,
-                "exit_signal": sig, "ntasks": ntasks, "nodes": step_nodes,
-                "cpus": ntasks * cpt})
+            client.call("step", job_id=job_id, step=str(step_id), data=step_to_wire(step))
         except (ControllerError, ControllerUnavailable):
             pass
     if sig and not worst:
@@ -273,7 +275,7 @@ def failure_lines(codes: list[int], task_nodes: list[str]) -> list[str]:
             groups.setdefault((task_nodes[task], code), []).append(task)
     lines = []
     for (node, code), tasks in sorted(groups.items(), key=lambda g: (-g[1][-1], g[0])):
-        label = f"task {tasks[0]}" if len(tasks) == 1 else f"tasks {_ranges(tasks)}"
+        label = f"task {tasks[0]}" if len(tasks) == 1 else f"tasks {hostlist.ranges(tasks)}"
         what = (f"Exited with exit code {code}" if code > 0 else
                 f"{_signal_name(-code)}")
         lines.append(f"srun: error: {node}: {label}: {what}")
@@ -288,13 +290,3 @@ def _signal_name(signum: int) -> str:
             signum, signal.Signals(signum).name)
     except ValueError:
         return f"Signal {signum}"
-
-
-def _ranges(ids: list[int]) -> str:
-    """``0-2,5`` for [0, 1, 2, 5] (ids sorted)."""
-    parts, lo = [], ids[0]
-    for prev, cur in zip(ids, ids[1:] + [None]):
-        if cur != prev + 1 if cur is not None else True:
-            parts.append(str(lo) if lo == prev else f"{lo}-{prev}")
-            lo = cur
-    return ",".join(parts)
