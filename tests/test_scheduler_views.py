@@ -11,11 +11,11 @@ import msgpack
 import pytest
 
 from sn40l.scheduler import details, views
-from sn40l.scheduler.controller import _public
 from sn40l.scheduler.core import Partition, SchedulerCore, Who
 from sn40l.scheduler.nodeinfo import cluster_from_wire
 from sn40l.scheduler.replies import ReplyError, job_from_wire, shown_from_wire
 from sn40l.scheduler.request import build_request
+from sn40l.scheduler.records import job_to_wire, request_from_record
 from sn40l.scheduler.store import Store
 from sn40l.scheduler.types import JobState
 
@@ -36,14 +36,15 @@ def core(tmp_path):
                          store, now=lambda: NOW)
     for args in (["-N2", "-n4", "--gres=rdu:2", "--mem=100", "-t", "10", "-J", "wide"],
                  ["-a", "0-4%2", "-n", "16", "--exclusive"], ["-H", "--comment=c", "-p", "q"]):
-        core.submit(build_request([*args, "--wrap", "true"], env={}, cwd=str(tmp_path)), ME)
+        req = build_request([*args, "--wrap", "true"], env={}, cwd=str(tmp_path))
+        core.submit(request_from_record(req), ME)
     core.schedule()
     yield core
     store.close()
 
 
 def _jobs(core):
-    return [job_from_wire(r) for r in _wire([_public(j) for j in core.jobs.values()])]
+    return [job_from_wire(r) for r in _wire([job_to_wire(j) for j in core.jobs.values()])]
 
 
 def test_every_squeue_and_sinfo_letter_renders_from_typed_values(core):
@@ -82,7 +83,7 @@ def test_an_unknown_letter_prints_as_itself_under_its_own_header(core):
 
 
 def test_every_sacct_field_renders_and_an_unknown_one_is_refused_by_name(core):
-    shown = [shown_from_wire(r) for r in _wire([{**_public(j), "steps": []}
+    shown = [shown_from_wire(r) for r in _wire([job_to_wire(j, steps=[])
                                                 for j in core.jobs.values()])]
     rows = details.acct_rows(shown, with_steps=True)
     names = [f.name for f in details.SACCT_FIELDS.values()]
@@ -96,7 +97,7 @@ def test_every_sacct_field_renders_and_an_unknown_one_is_refused_by_name(core):
 
 
 def test_a_reply_with_a_field_the_client_does_not_know_is_refused_by_name(core):
-    record = _wire(_public(next(iter(core.jobs.values()))))
+    record = _wire(job_to_wire(next(iter(core.jobs.values()))))
     with pytest.raises(ReplyError, match="unknown field.*colour"):
         job_from_wire({**record, "colour": "red"})
     nodes = _wire({"nodes": core.node_rows(), "partitions": core.partition_rows()})

@@ -1,14 +1,13 @@
 """The controller's replies as the Slurm commands read them: typed, frozen values.
 
-A job on the wire is the store's record (:func:`~sn40l.scheduler.store.job_to_record`) without
-the script and the environment, plus what the controller computed for display
-(``display_id``; for ``show_job`` the expanded ``stdout_path``/``stderr_path``, the
-``dependency_shown`` text and ``req.env_count``; for ``sacct`` the job's ``steps``).
-:func:`shown_from_wire` parses it once into a :class:`Shown` (the typed
-:class:`~sn40l.scheduler.job.Job` through the store's row mapping, plus those extras), so the
-views read attributes and a field the model does not know is refused by name
-(:class:`ReplyError`). Steps get a small frozen type of their own; nodes and partitions are
-in :mod:`sn40l.scheduler.nodeinfo`.
+A job on the wire is its record (:func:`~sn40l.scheduler.records.job_to_wire`: no script, no
+environment) plus what the controller computed for display (``display_id``; for ``show_job``
+the expanded ``stdout_path``/``stderr_path``, the ``dependency_shown`` text and
+``req.env_count``; for ``sacct`` the job's ``steps``). :func:`shown_from_wire` parses it once
+into a :class:`Shown`: the typed :class:`~sn40l.scheduler.job.Job`, made by the row mapping of
+:mod:`sn40l.scheduler.records`, plus those extras. So the views read attributes, and a field the
+model does not know is refused by name (:class:`ReplyError`). Steps get a small frozen type of
+their own; nodes and partitions are in :mod:`sn40l.scheduler.nodeinfo`.
 """
 
 from __future__ import annotations
@@ -58,17 +57,15 @@ class Shown:
 
 
 # -- the wire mapping: the client's one place that knows a reply's keys ------------------------
-_SHOWN_EXTRAS = ("stdout_path", "stderr_path", "dependency_shown", "steps")
 _REQUEST_EXTRAS = ("env_count",)  # show_job counts the environment it does not send
 
 
 def shown_from_wire(record: dict) -> Shown:
     """A job record of a ``queue``/``show_job``/``sacct`` reply as a :class:`Shown`."""
-    from sn40l.scheduler.store import job_from_record
+    from sn40l.scheduler.records import WIRE_EXTRAS, job_from_record
 
     rec = dict(record)
-    extras = {k: rec.pop(k) for k in _SHOWN_EXTRAS if k in rec}
-    rec.pop("display_id", None)  # Job.display_id derives it
+    extras = {k: rec.pop(k) for k in WIRE_EXTRAS if k in rec}  # display_id: Job.display_id
     req = {k: v for k, v in rec["req"].items() if k not in _REQUEST_EXTRAS}
     req.setdefault("script", "")  # the controller does not send the script
     rec["req"] = req
