@@ -25,7 +25,7 @@ from sn40l.sweep.experiment import SPEC_PARAMS, Experiment, Point
 from sn40l.sweep.results import ResultFile, make_row
 from sn40l.sweep.types import Status, WorkloadKind
 from sn40l.sweep.workloads import (CoEPool, Compiled, Placement, Skip, coe_nodes, run_coe,
-                                   run_collective, run_model, spec_supported, tp_ranks)
+                                   run_collective, run_model, tp_ranks)
 
 log = logging.getLogger("sn40l.sweep")
 
@@ -71,13 +71,18 @@ class ClusterPool:
 
 
 def check_runnable(exp: Experiment) -> None:
-    """Refuse, before anything starts, what this build cannot run at all."""
-    given = dict(exp.axes)
-    spec = [k for k in SPEC_PARAMS if k in given and any(v is not None for v in given[k])]
-    if spec and not spec_supported():
-        raise ConfigError(f"axes {', '.join(spec)}: the sweep does not pass speculative "
-                          "decoding settings to the model runner yet; run such points with "
-                          "sn40l run --draft/--spec-tokens/--spec-acceptance")
+    """Refuse, before anything starts, settings no point of the grid can run: speculative
+    settings without a draft, a draft without ``spec_tokens`` (as ``sn40l run`` refuses
+    ``--spec-tokens`` without ``--draft`` and ``--draft`` without ``--spec-tokens``)."""
+    given = {k: [x for x in v if x is not None] for k, v in exp.axes if k in SPEC_PARAMS}
+    if given.get("draft"):
+        if not given.get("spec_tokens"):
+            raise ConfigError("axis draft needs spec_tokens (tokens drafted per step, >= 1)")
+        return
+    loose = [k for k in ("spec_tokens", "spec_acceptance") if given.get(k)]
+    if loose:
+        raise ConfigError(f"{', '.join(loose)} need a draft model (axis draft): speculative "
+                          "decoding settings without a draft would be ignored")
 
 
 def _shape(v: dict) -> Shape:
