@@ -146,6 +146,25 @@ def test_via_slurm_runs_points_as_array_tasks(on_shared, cluster2x8, tmp_path, c
         stop_controller(cluster2x8.spec.name)
 
 
+def test_coe_points_run_as_array_tasks_like_in_process(on_shared, cluster2x8, tmp_path,
+                                                       capsys):
+    coe = ["--workload", "coe", "--experts", "2", "--batch", "1,2", "--prompt-len", "4",
+           "--max-new-tokens", "2", "--rounds", "1", "--warmup", "1", "-q", *on_shared]
+    here, there = tmp_path / "here.csv", tmp_path / "there.csv"
+    assert main(["sweep", *coe, "--out", str(here)]) == 0
+    try:
+        assert main(["sweep", *coe, "--out", str(there), "--via-slurm"]) == 0
+        assert "submitted array job" in capsys.readouterr().err
+    finally:
+        stop_controller(cluster2x8.spec.name)
+    local, tasks = _rows(here), _rows(there)
+    assert [(r["batch"], r["status"]) for r in tasks] == [(1, "ok"), (2, "ok")]
+    assert (tmp_path / "there.slurm" / "task-1.out").exists()
+    for a, b in zip(local, tasks):
+        for k in ("latency_ms", "time_switch_ms", "hit_rate", "router_ms", "expert_ms"):
+            assert b[k] == pytest.approx(a[k], rel=1e-9), k
+
+
 def test_collective_sweep_and_plots_have_the_expected_series(on_shared, tmp_path):
     out = tmp_path / "ar.csv"
     assert main(["sweep", "--workload", "collective", "--tp", "2,4", "--size", "4K,1M",

@@ -24,8 +24,8 @@ from sn40l.progress import progress
 from sn40l.sweep.experiment import SPEC_PARAMS, Experiment, Point
 from sn40l.sweep.results import ResultFile, make_row
 from sn40l.sweep.types import Status, WorkloadKind
-from sn40l.sweep.workloads import (CoEPool, Compiled, Placement, Skip, coe_nodes, run_coe,
-                                   run_collective, run_model, tp_ranks)
+from sn40l.sweep.workloads import (CoEPool, Compiled, Placement, Skip, coe_nodes, coe_placement,
+                                   run_coe, run_collective, run_model, tp_ranks)
 
 log = logging.getLogger("sn40l.sweep")
 
@@ -165,7 +165,7 @@ def _one(exp, p: Point, rep: int, shape, nodes: int, why: str, pool: ClusterPool
     def measure() -> dict:
         cluster = pool.get(shape, most[shape])
         if exp.workload is WorkloadKind.COE:
-            return run_coe(v, cluster, nodes, serving, coes)
+            return run_coe(v, coe_placement(cluster, list(range(nodes))), serving, coes)
         ranks = tp_ranks(v["tp"], v["nodes"], cluster.spec.sockets_per_node)
         return _run_tp(exp, v, Placement(cluster, tuple(ranks)), compiled, p, rep)
 
@@ -174,15 +174,29 @@ def _one(exp, p: Point, rep: int, shape, nodes: int, why: str, pool: ClusterPool
 
 def _one_on(exp, p: Point, rep: int, cluster: Cluster, sockets: list[int],
             job: "int | str"):
-    """A model or collective point on the sockets a job holds (``--via-slurm`` tasks): the
-    first ``tp / nodes`` of the job's sockets on each of its first ``nodes`` nodes."""
+    """A point on the sockets a job holds (``--via-slurm`` tasks). A model or collective
+    uses the first ``tp / nodes`` of the job's sockets on each of its first ``nodes`` nodes; a
+    CoE the job's nodes, which it must hold whole (as the in-process sweep gives it nodes
+    0..n-1 of its cluster, with the CoE sized for every point of the experiment)."""
     v = p.as_dict
+    spn = cluster.spec.sockets_per_node
+    by_node: dict[int, list[int]] = {}
+    for r in sockets:
+        by_node.setdefault(r // spn, []).append(r)
 
     def measure() -> dict:
-        spn = cluster.spec.sockets_per_node
-        by_node: dict[int, list[int]] = {}
-        for r in sockets:
-            by_node.setdefault(r // spn, []).append(r)
+        if exp.workload is WorkloadKind.COE:
+            serving = _serving(exp.points())
+            need = coe_nodes(v, serving)
+            whole = [n for n in sorted(by_node) if len(by_node[n]) == spn]
+            if len(whole) < need:
+                raise Skip(f"the CoE needs {need} whole node(s) of {spn} sockets; the job's "
+                           f"sockets {sockets} hold {len(whole)}")
+            pool = CoEPool()
+            try:
+                return run_coe(v, coe_placement(cluster, whole[:need], job), serving, pool)
+            finally:
+                pool.close()
         per = v["tp"] // v["nodes"]
         picked = [r for n in sorted(by_node)[:v["nodes"]] for r in by_node[n][:per]]
         if len(picked) != v["tp"]:

@@ -244,12 +244,15 @@ class CoEPool:
         self._key: tuple | None = None
         self._rt = None
 
-    def runtime(self, key: tuple, cluster, coe, nodes: int):
+    def runtime(self, key: tuple, where: Placement, coe):
         from sn40l.coe.runtime import CoERuntime
 
-        if self._key != key or self._rt is None or self._rt.cluster is not cluster:
+        key = (*key, where.ranks, where.job)
+        if self._key != key or self._rt is None or self._rt.cluster is not where.cluster:
             self.close()
-            rt = CoERuntime(cluster, coe, nodes=list(range(nodes)))
+            spn = where.cluster.spec.sockets_per_node
+            rt = CoERuntime(where.cluster, coe, nodes=sorted({r // spn for r in where.ranks}),
+                            job=where.job)
             rt.load()
             self._key, self._rt = key, rt
         return self._rt
@@ -277,11 +280,17 @@ def coe_nodes(v: dict, serving: dict) -> int:
         raise Skip(str(exc)) from None
 
 
-def run_coe(v: dict, cluster, nodes: int, serving: dict, pool: CoEPool) -> dict:
+def coe_placement(cluster, node_ids: list[int], job: "int | str | None" = None) -> Placement:
+    """Every socket of the nodes ``node_ids``: a CoE homes its experts on whole nodes."""
+    spn = cluster.spec.sockets_per_node
+    return Placement(cluster, tuple(n * spn + s for n in node_ids for s in range(spn)), job)
+
+
+def run_coe(v: dict, where: Placement, serving: dict, pool: CoEPool) -> dict:
+    """A CoE point on the whole nodes of ``where`` (see :func:`coe_placement`)."""
     from sn40l.coe.bench import measure, split_workload
 
-    rt = pool.runtime((v["profile"], v["experts"], v["model"]), cluster,
-                      coe_config(v, serving), nodes)
+    rt = pool.runtime((v["profile"], v["experts"], v["model"]), where, coe_config(v, serving))
     warm, batches = split_workload(v["experts"], v["batch"], v["warmup"], v["rounds"],
                                    v["prompt_len"], 0)
     m = measure(rt, warm, batches, v["max_new_tokens"], v["mode"])
