@@ -31,8 +31,8 @@ from sn40l.cluster import Cluster, ensure_ray
 def _timed_cli(tree: str, argv: list[str], state: str) -> float:
     env = {**os.environ, "PYTHONPATH": tree, "SN40L_STATE_DIR": state}
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "sn40l.cli", *argv], env=env, check=False,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-m", "sn40l.cli", *argv], env=env, check=False, cwd=state,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # cwd: not a checkout
     return time.perf_counter() - t0
 
 
