@@ -89,6 +89,9 @@ def test_yaml_sweep_resume_runs_only_missing_points(on_shared, tmp_path, capsys)
     ("workload: gemm\n", "unknown WorkloadKind 'gemm'; allowed: model, collective, coe"),
     ("workload: model\naxes: {model: tiny, tp: [0]}\n", "'tp' value 0 must be a whole number"),
     ("workload: collective\naxes: {size: 4Q}\n", "'size' value '4Q'"),
+    ("workload: model\naxes: {model: tiny, spec_tokens: [2]}\n",
+     "spec_tokens need a draft model (axis draft)"),
+    ("workload: model\naxes: {model: tiny, draft: tiny-draft}\n", "axis draft needs spec_tokens"),
 ])
 def test_bad_experiments_are_refused_by_name(tmp_path, capsys, text, expect):
     exp = tmp_path / "bad.yaml"
@@ -97,6 +100,33 @@ def test_bad_experiments_are_refused_by_name(tmp_path, capsys, text, expect):
     err = capsys.readouterr().err
     assert expect in err and "Traceback" not in err
     assert not (tmp_path / "r.csv").exists()
+
+
+def test_draft_axes_rows_match_single_speculative_runs(on_shared, tmp_path, capsys):
+    out = tmp_path / "spec.csv"
+    assert main(["sweep", *TINY, "--tp", "1", "--weights", "random", "--draft", "tiny-draft",
+                 "--spec-tokens", "2,3", "--out", str(out), "-q", *on_shared]) == 0
+    rows = _rows(out)
+    assert [(r["spec_tokens"], r["status"]) for r in rows] == [(2, "ok"), (3, "ok")]
+
+    def single(*extra) -> dict:
+        capsys.readouterr()
+        assert main(["run", "tiny", "--prompt-ids", "1,2,3,4", "--max-new-tokens", "4",
+                     "--seq-len", "64", "--tp", "1", "--weights", "random", "--json", *extra,
+                     *on_shared]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    plain = single()
+    for r in rows:
+        spec = single("--draft", "tiny-draft", "--spec-tokens", str(r["spec_tokens"]))
+        assert r["acceptance_rate"] == spec["acceptance_rate"]  # measured: same tokens
+        assert r["draft_ms"] == pytest.approx(spec["draft_ms"], rel=1e-9)
+        assert r["ttft_ms"] == pytest.approx(spec["ttft_ms"], rel=0.02)
+        assert r["tokens_per_s_per_user"] == pytest.approx(spec["tokens_per_s_per_user"],
+                                                           rel=0.02)
+        assert r["spec_speedup"] == pytest.approx(
+            spec["tokens_per_s_per_user"] / plain["tokens_per_s_per_user"], rel=0.02)
+        assert r["time_hbm_ms"] is None  # no decode-step split for a speculative step
 
 
 def test_via_slurm_runs_points_as_array_tasks(on_shared, cluster2x8, tmp_path, capsys):
@@ -114,6 +144,25 @@ def test_via_slurm_runs_points_as_array_tasks(on_shared, cluster2x8, tmp_path, c
             single["tokens_per_s_per_user"], rel=0.02)
     finally:
         stop_controller(cluster2x8.spec.name)
+
+
+def test_coe_points_run_as_array_tasks_like_in_process(on_shared, cluster2x8, tmp_path,
+                                                       capsys):
+    coe = ["--workload", "coe", "--experts", "2", "--batch", "1,2", "--prompt-len", "4",
+           "--max-new-tokens", "2", "--rounds", "1", "--warmup", "1", "-q", *on_shared]
+    here, there = tmp_path / "here.csv", tmp_path / "there.csv"
+    assert main(["sweep", *coe, "--out", str(here)]) == 0
+    try:
+        assert main(["sweep", *coe, "--out", str(there), "--via-slurm"]) == 0
+        assert "submitted array job" in capsys.readouterr().err
+    finally:
+        stop_controller(cluster2x8.spec.name)
+    local, tasks = _rows(here), _rows(there)
+    assert [(r["batch"], r["status"]) for r in tasks] == [(1, "ok"), (2, "ok")]
+    assert (tmp_path / "there.slurm" / "task-1.out").exists()
+    for a, b in zip(local, tasks):
+        for k in ("latency_ms", "time_switch_ms", "hit_rate", "router_ms", "expert_ms"):
+            assert b[k] == pytest.approx(a[k], rel=1e-9), k
 
 
 def test_collective_sweep_and_plots_have_the_expected_series(on_shared, tmp_path):

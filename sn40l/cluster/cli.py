@@ -83,7 +83,7 @@ MAX_TIMEOUT_S = 86400
 def _check_partitions(path: str, nodes: int) -> None:
     """A bad partitions file (unknown nodes, bad time limits) fails here, before anything
     starts, with the scheduler's own message."""
-    from sn40l.cluster.cluster import node_name
+    from sn40l.cluster.record import node_name
     from sn40l.scheduler.controller import _partitions  # the scheduler's one set of rules
 
     try:

@@ -21,7 +21,7 @@ import ray
 
 from sn40l.cluster.actor import SocketActor
 from sn40l.cluster.rayauth import prepare_auth
-from sn40l.cluster.record import check_cluster_name
+from sn40l.cluster.record import check_cluster_name, node_name
 from sn40l.errors import ClusterError, ConfigError
 from sn40l.hardware.profile import Profile, load_profile
 from sn40l.socket.device import SocketId
@@ -30,11 +30,6 @@ log = logging.getLogger("sn40l.cluster")
 
 NAMESPACE = "sn40l"
 ACTOR_CONCURRENCY = 32  # threads per socket actor: P2P service + pings while a kernel runs
-
-
-def node_name(index: int) -> str:
-    """Slurm-style host name of emulated node ``index``: sn00, sn01, ..."""
-    return f"sn{index:02d}"
 
 
 def actor_name(cluster: str, node: int, local: int) -> str:

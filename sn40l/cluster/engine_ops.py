@@ -20,15 +20,14 @@ from __future__ import annotations
 
 import hashlib
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sn40l.compiler.checkpoint import is_checkpoint, load_config, load_weights
-from sn40l.compiler.models import check_materializable
-from sn40l.compiler.pef import Artifact
-from sn40l.compiler.validate import check_load
 from sn40l.errors import ConfigError
-from sn40l.socket.engine import TileEngine, random_weights
+
+if TYPE_CHECKING:  # the compiler and the tile engine are imported at the first load, so a
+    from sn40l.socket.engine import TileEngine  # socket that runs no model never pays for them
 
 
 class EngineOps:
@@ -43,6 +42,8 @@ class EngineOps:
         self._kernels: dict[str, dict] = {}    # digest -> kernels of other step shapes
 
     def _plan(self, pef: bytes, tag: str) -> tuple[str, dict]:
+        from sn40l.compiler.pef import Artifact
+
         digest = hashlib.sha256(pef).hexdigest()
         if digest not in self._plans:
             self._plans[digest] = Artifact.from_bytes(pef, origin=f"artifact of {tag!r}").plan
@@ -62,6 +63,11 @@ class EngineOps:
         sweep) replays what an earlier load ran. Only for callers that join the group's clocks
         before every run (the CoE runtime): a step then takes the same modeled time in any
         load, as it does in any batch of one load."""
+        from sn40l.compiler.checkpoint import is_checkpoint, load_config, load_weights
+        from sn40l.compiler.models import check_materializable
+        from sn40l.compiler.validate import check_load
+        from sn40l.socket.engine import TileEngine, random_weights
+
         self._check_job(job)
         if tag in self._engines:
             raise ConfigError(f"a model {tag!r} is already loaded on socket {self.ident.label}")

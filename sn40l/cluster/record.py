@@ -29,6 +29,11 @@ def check_cluster_name(name: object) -> str:
     return name
 
 
+def node_name(index: int) -> str:
+    """Slurm-style host name of emulated node ``index``: sn00, sn01, ..."""
+    return f"sn{index:02d}"
+
+
 def state_dir() -> Path:
     """``$SN40L_STATE_DIR`` or ``~/.sn40l``; created on first use."""
     path = Path(os.environ.get("SN40L_STATE_DIR") or Path.home() / ".sn40l")

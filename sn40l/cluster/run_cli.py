@@ -111,7 +111,7 @@ def _artifact(model: str, args: argparse.Namespace, tp: int | None = None,
     return compile_model(CompileConfig(model, tp, nodes or args.nodes, "decode", 1, seq), cfg)
 
 
-def _draft_tensors(art, draft_art, weights: str, seed: int) -> dict | None:
+def layer_skip_tensors(art, draft_art, weights: str, seed: int) -> dict | None:
     """A draft whose shape is the target's with fewer layers, next to a target with random
     weights, gets the target's first layers (a layer-skip draft); otherwise None."""
     from sn40l.socket.engine import model_from_plan, random_weights
@@ -139,7 +139,7 @@ def _check_spec_flags(args: argparse.Namespace) -> None:
         raise ConfigError(f"--draft needs --spec-tokens K >= 1, got {args.spec_tokens}")
 
 
-def _check_pair(art, draft_art, weights: str, acceptance: float | None) -> None:
+def check_pair(art, draft_art, weights: str, acceptance: float | None) -> None:
     """What :class:`SpeculativeDecoder` refuses, checked before any socket is started."""
     from sn40l.errors import ConfigError
 
@@ -221,8 +221,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.draft:
             draft_art = _artifact(args.draft, args, art.tp, int(art.plan["config"]["nodes"]),
                                   int(art.plan["config"]["seq_len"]))  # the target's context
-            draft_tensors = _draft_tensors(art, draft_art, weights, args.seed)
-            _check_pair(art, draft_art, weights, args.spec_acceptance)
+            draft_tensors = layer_skip_tensors(art, draft_art, weights, args.seed)
+            check_pair(art, draft_art, weights, args.spec_acceptance)
         if os.environ.get("SN40L_JOB_ID") and not os.environ.get("SN40L_RAY_ADDRESS"):
             if args.draft:
                 raise ConfigError("--draft inside a job without Ray access is not supported "

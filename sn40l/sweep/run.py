@@ -24,8 +24,8 @@ from sn40l.progress import progress
 from sn40l.sweep.experiment import SPEC_PARAMS, Experiment, Point
 from sn40l.sweep.results import ResultFile, make_row
 from sn40l.sweep.types import Status, WorkloadKind
-from sn40l.sweep.workloads import (CoEPool, Compiled, Placement, Skip, coe_nodes, run_coe,
-                                   run_collective, run_model, spec_supported, tp_ranks)
+from sn40l.sweep.workloads import (CoEPool, Compiled, Placement, Skip, coe_nodes, coe_placement,
+                                   run_coe, run_collective, run_model, tp_ranks)
 
 log = logging.getLogger("sn40l.sweep")
 
@@ -71,13 +71,18 @@ class ClusterPool:
 
 
 def check_runnable(exp: Experiment) -> None:
-    """Refuse, before anything starts, what this build cannot run at all."""
-    given = dict(exp.axes)
-    spec = [k for k in SPEC_PARAMS if k in given and any(v is not None for v in given[k])]
-    if spec and not spec_supported():
-        raise ConfigError(f"axes {', '.join(spec)}: the sweep does not pass speculative "
-                          "decoding settings to the model runner yet; run such points with "
-                          "sn40l run --draft/--spec-tokens/--spec-acceptance")
+    """Refuse, before anything starts, settings no point of the grid can run: speculative
+    settings without a draft, a draft without ``spec_tokens`` (as ``sn40l run`` refuses
+    ``--spec-tokens`` without ``--draft`` and ``--draft`` without ``--spec-tokens``)."""
+    given = {k: [x for x in v if x is not None] for k, v in exp.axes if k in SPEC_PARAMS}
+    if given.get("draft"):
+        if not given.get("spec_tokens"):
+            raise ConfigError("axis draft needs spec_tokens (tokens drafted per step, >= 1)")
+        return
+    loose = [k for k in ("spec_tokens", "spec_acceptance") if given.get(k)]
+    if loose:
+        raise ConfigError(f"{', '.join(loose)} need a draft model (axis draft): speculative "
+                          "decoding settings without a draft would be ignored")
 
 
 def _shape(v: dict) -> Shape:
@@ -160,7 +165,7 @@ def _one(exp, p: Point, rep: int, shape, nodes: int, why: str, pool: ClusterPool
     def measure() -> dict:
         cluster = pool.get(shape, most[shape])
         if exp.workload is WorkloadKind.COE:
-            return run_coe(v, cluster, nodes, serving, coes)
+            return run_coe(v, coe_placement(cluster, list(range(nodes))), serving, coes)
         ranks = tp_ranks(v["tp"], v["nodes"], cluster.spec.sockets_per_node)
         return _run_tp(exp, v, Placement(cluster, tuple(ranks)), compiled, p, rep)
 
@@ -169,15 +174,29 @@ def _one(exp, p: Point, rep: int, shape, nodes: int, why: str, pool: ClusterPool
 
 def _one_on(exp, p: Point, rep: int, cluster: Cluster, sockets: list[int],
             job: "int | str"):
-    """A model or collective point on the sockets a job holds (``--via-slurm`` tasks): the
-    first ``tp / nodes`` of the job's sockets on each of its first ``nodes`` nodes."""
+    """A point on the sockets a job holds (``--via-slurm`` tasks). A model or collective
+    uses the first ``tp / nodes`` of the job's sockets on each of its first ``nodes`` nodes; a
+    CoE the job's nodes, which it must hold whole (as the in-process sweep gives it nodes
+    0..n-1 of its cluster, with the CoE sized for every point of the experiment)."""
     v = p.as_dict
+    spn = cluster.spec.sockets_per_node
+    by_node: dict[int, list[int]] = {}
+    for r in sockets:
+        by_node.setdefault(r // spn, []).append(r)
 
     def measure() -> dict:
-        spn = cluster.spec.sockets_per_node
-        by_node: dict[int, list[int]] = {}
-        for r in sockets:
-            by_node.setdefault(r // spn, []).append(r)
+        if exp.workload is WorkloadKind.COE:
+            serving = _serving(exp.points())
+            need = coe_nodes(v, serving)
+            whole = [n for n in sorted(by_node) if len(by_node[n]) == spn]
+            if len(whole) < need:
+                raise Skip(f"the CoE needs {need} whole node(s) of {spn} sockets; the job's "
+                           f"sockets {sockets} hold {len(whole)}")
+            pool = CoEPool()
+            try:
+                return run_coe(v, coe_placement(cluster, whole[:need], job), serving, pool)
+            finally:
+                pool.close()
         per = v["tp"] // v["nodes"]
         picked = [r for n in sorted(by_node)[:v["nodes"]] for r in by_node[n][:per]]
         if len(picked) != v["tp"]:

@@ -6,8 +6,9 @@ needs, waits for the tasks (so the campaign shows in ``squeue`` and ``sacct`` me
 collects each task's row file into the same CSV/JSON as a sweep run here. Each task runs its
 point with this module as a batch step, on the sockets the scheduler allocated to it (the job
 holds their lease). Points that cannot be placed on the cluster are ``skipped`` rows without a
-task. Model and collective workloads run this way; a CoE needs whole nodes for its experts and
-runs in-process only.
+task. A model or collective task asks for ``tp / nodes`` sockets on each node; a CoE task for
+whole nodes (its experts are homed across every socket of a node), as many as the largest CoE
+point needs, and each task loads its CoE afresh (in-process, points of one CoE share a load).
 """
 
 from __future__ import annotations
@@ -45,9 +46,6 @@ def run_via_slurm(exp: Experiment, results: ResultFile, args) -> None:
     from sn40l.cluster.attach import announce, attach
     from sn40l.sweep.run import check_runnable, plan_points
 
-    if exp.workload is WorkloadKind.COE:
-        raise ConfigError("--via-slurm runs model and collective sweeps; a CoE sweep runs "
-                          "in-process (leave out --via-slurm)")
     check_runnable(exp)
     cluster = attach(args.cluster, args.address)
     if cluster is None:
@@ -68,6 +66,8 @@ def run_via_slurm(exp: Experiment, results: ResultFile, args) -> None:
                               f"cluster's scheduler has {cluster.spec.nodes} of "
                               f"{cluster.profile.name} x {spn}")
                 results.add(make_row(exp, p, rep, Status.SKIPPED, {}, why))
+            elif exp.workload is WorkloadKind.COE:
+                tasks.append((p, rep, nodes, spn))  # whole nodes
             elif v["tp"] % nodes or v["tp"] // nodes > spn:
                 results.add(make_row(exp, p, rep, Status.SKIPPED, {},
                                      f"TP {v['tp']} cannot be placed as {nodes} node(s) x "

@@ -11,11 +11,18 @@ streaming did not hide. ``time_launch_ms`` sums the launches, ``time_hbm_ms`` th
 by HBM streaming, ``time_compute_ms`` those bound by compute, and ``time_collective_ms`` is
 the rest of the measured step (the exposed collectives), so the four add up to the step.
 ``time_switch_ms`` is the CoE's expert-switch time (0 for a single model).
+
+Speculative points (``draft`` set): the target runs plain greedy decoding first and then with
+the draft proposing ``spec_tokens`` tokens per step (:class:`SpeculativeDecoder`, the draft on
+the target's sockets, as ``sn40l run --draft`` places it by default). The row's TTFT, time per
+output token and tokens/s are the speculative run's; ``acceptance_rate`` and ``draft_ms`` are
+what ``sn40l run --draft`` reports, and ``spec_speedup`` is the speculative tokens/s/user over
+the plain run's on the same sockets. The decode-step split (``time_*_ms``) is left empty: a
+speculative step is a draft pass plus a multi-token verify, not the compiled decode step.
 """
 
 from __future__ import annotations
 
-import inspect
 import statistics
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +36,7 @@ from sn40l.sweep.types import CollectiveOp
 METRICS = ("ttft_ms", "tpot_ms", "tokens_per_s_per_user", "tokens_per_s", "hbm_utilisation",
            "time_compute_ms", "time_hbm_ms", "time_collective_ms", "time_launch_ms",
            "time_switch_ms", "latency_ms", "router_ms", "expert_ms", "algbw_GBps",
-           "busbw_GBps", "hit_rate")
+           "busbw_GBps", "hit_rate", "acceptance_rate", "draft_ms", "spec_speedup")
 
 
 class Skip(Exception):
@@ -53,13 +60,6 @@ def tp_ranks(tp: int, nodes: int, sockets_per_node: int) -> list[int]:
         return ranks(tp, nodes, sockets_per_node)
     except ConfigError as exc:
         raise Skip(str(exc)) from None
-
-
-def spec_supported() -> bool:
-    """Whether the model runner takes speculative-decoding settings."""
-    from sn40l.cluster.runner import ModelRunner
-
-    return all(p in inspect.signature(ModelRunner.generate).parameters for p in SPEC_PARAMS)
 
 
 # -- model -----------------------------------------------------------------------------------
@@ -101,22 +101,28 @@ def run_model(v: dict, where: Placement, compiled: Compiled, tag: str) -> dict:
                    f"exceed the compiled seq_len {seq}")
     if v["max_new_tokens"] < 2:
         raise Skip("max_new_tokens must be >= 2 to time a decode step")
+    if v.get("draft") is not None and v["batch"] != 1:
+        raise Skip("speculative decoding runs batch 1 only")
     prompt = [1 + i % (vocab - 1) for i in range(v["prompt_len"])]
-    spec = {k: v[k] for k in SPEC_PARAMS if v.get(k) is not None}
     runner = ModelRunner(where.cluster, list(where.ranks), art, weights=v["weights"],
                          job=where.job, tag=tag)
     try:
         runner.load()
     except (OutOfDeviceMemory, CapacityError) as exc:
         raise Skip(f"does not fit: {exc}") from None
+    spec: dict = {}
     try:
         if v["batch"] == 1:
-            res = runner.generate(prompt, v["max_new_tokens"], **spec)
+            res = runner.generate(prompt, v["max_new_tokens"])
             ttft = res.ttft_ns
             tpot = statistics.median(res.decode_ns)
+            if v.get("draft") is not None:
+                plain = res.tokens_per_s_per_user
+                res = _speculative(v, where, compiled, art, runner, prompt, tag)
+                ttft, tpot = res.ttft_ns, 1e9 / res.tokens_per_s_per_user
+                spec = {"acceptance_rate": res.acceptance_rate, "draft_ms": res.draft_ns / 1e6,
+                        "spec_speedup": res.tokens_per_s_per_user / plain}
         else:
-            if spec:
-                raise Skip("speculative decoding runs batch 1 only")
             out = ray.get([where.cluster.socket(r).engine_generate_batch.remote(
                 tag, [prompt] * v["batch"], v["max_new_tokens"], where.job)
                 for r in where.ranks])
@@ -127,10 +133,38 @@ def run_model(v: dict, where: Placement, compiled: Compiled, tag: str) -> dict:
         runner.unload()
     profile = where.cluster.profile
     per_user = 1e9 / tpot
-    util = art.plan["estimate"]["hbm_bytes_per_step"] * per_user / profile.tier("hbm").bandwidth
+    passes = per_user if not spec else len(res.decode_ns) * 1e9 / sum(res.decode_ns)
+    util = art.plan["estimate"]["hbm_bytes_per_step"] * passes / profile.tier("hbm").bandwidth
     return {"ttft_ms": ttft / 1e6, "tpot_ms": tpot / 1e6, "tokens_per_s_per_user": per_user,
             "tokens_per_s": per_user * v["batch"], "hbm_utilisation": util,
-            **step_split(art.plan, profile, tpot), "time_switch_ms": 0.0}
+            **({} if spec else step_split(art.plan, profile, tpot)), "time_switch_ms": 0.0,
+            **spec}
+
+
+def _speculative(v: dict, where: Placement, compiled: Compiled, art, runner, prompt: list[int],
+                 tag: str):
+    """The point's speculative run: the draft compiled for the target's TP, nodes and
+    context, loaded on the target's sockets, proposing ``spec_tokens`` per step."""
+    from sn40l.cluster.run_cli import check_pair, layer_skip_tensors
+    from sn40l.cluster.runner import ModelRunner, SpeculativeDecoder
+
+    draft_art = compiled.get({**v, "model": v["draft"]})
+    try:
+        check_pair(art, draft_art, v["weights"], v.get("spec_acceptance"))
+        tensors = layer_skip_tensors(art, draft_art, v["weights"], 0)
+        draft = ModelRunner(where.cluster, list(where.ranks), draft_art, weights=v["weights"],
+                            job=where.job, tag=f"{tag}-draft", tensors=tensors)
+        dec = SpeculativeDecoder(runner, draft, v["spec_tokens"], v.get("spec_acceptance"))
+    except ConfigError as exc:
+        raise Skip(str(exc)) from None
+    try:
+        draft.load()
+    except (OutOfDeviceMemory, CapacityError) as exc:
+        raise Skip(f"the draft does not fit next to the target: {exc}") from None
+    try:
+        return dec.generate(prompt, v["max_new_tokens"])
+    finally:
+        draft.unload()
 
 
 def step_split(plan: dict, profile, step_ns: float) -> dict:
@@ -210,12 +244,15 @@ class CoEPool:
         self._key: tuple | None = None
         self._rt = None
 
-    def runtime(self, key: tuple, cluster, coe, nodes: int):
+    def runtime(self, key: tuple, where: Placement, coe):
         from sn40l.coe.runtime import CoERuntime
 
-        if self._key != key or self._rt is None or self._rt.cluster is not cluster:
+        key = (*key, where.ranks, where.job)
+        if self._key != key or self._rt is None or self._rt.cluster is not where.cluster:
             self.close()
-            rt = CoERuntime(cluster, coe, nodes=list(range(nodes)))
+            spn = where.cluster.spec.sockets_per_node
+            rt = CoERuntime(where.cluster, coe, nodes=sorted({r // spn for r in where.ranks}),
+                            job=where.job)
             rt.load()
             self._key, self._rt = key, rt
         return self._rt
@@ -243,11 +280,17 @@ def coe_nodes(v: dict, serving: dict) -> int:
         raise Skip(str(exc)) from None
 
 
-def run_coe(v: dict, cluster, nodes: int, serving: dict, pool: CoEPool) -> dict:
+def coe_placement(cluster, node_ids: list[int], job: "int | str | None" = None) -> Placement:
+    """Every socket of the nodes ``node_ids``: a CoE homes its experts on whole nodes."""
+    spn = cluster.spec.sockets_per_node
+    return Placement(cluster, tuple(n * spn + s for n in node_ids for s in range(spn)), job)
+
+
+def run_coe(v: dict, where: Placement, serving: dict, pool: CoEPool) -> dict:
+    """A CoE point on the whole nodes of ``where`` (see :func:`coe_placement`)."""
     from sn40l.coe.bench import measure, split_workload
 
-    rt = pool.runtime((v["profile"], v["experts"], v["model"]), cluster,
-                      coe_config(v, serving), nodes)
+    rt = pool.runtime((v["profile"], v["experts"], v["model"]), where, coe_config(v, serving))
     warm, batches = split_workload(v["experts"], v["batch"], v["warmup"], v["rounds"],
                                    v["prompt_len"], 0)
     m = measure(rt, warm, batches, v["max_new_tokens"], v["mode"])
