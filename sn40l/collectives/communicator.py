@@ -525,13 +525,13 @@ class Communicator:
                 return value
             if self.rank != 0:
                 self._deliver(0, encode(self._key, self._gname, seq, 0, self.rank, value,
-                                           mac_payload=self._mac_payload))
+                                        mac_payload=0 in self._by_shm))
                 return self._wait(0, seq, 1).t
             top = max([value] + [self._wait(src, seq, 0).t
                                  for src in range(1, self.world_size)])
             for dst in range(1, self.world_size):
                 self._deliver(dst, encode(self._key, self._gname, seq, 1, self.rank, top,
-                                             mac_payload=self._mac_payload))
+                                          mac_payload=dst in self._by_shm))
             return top
 
     # -- point to point -------------------------------------------------------------------

@@ -9,11 +9,11 @@ computed fields of :data:`WIRE_EXTRAS`. No I/O, no sqlite3, so the commands can 
 
 from __future__ import annotations
 
+from collections.abc import KeysView
 from dataclasses import MISSING, fields
 from functools import lru_cache
 
 from sn40l.scheduler.job import Alloc, Dep, Job, JobRequest, Signal
-from sn40l.scheduler.request import parse_dependency
 from sn40l.scheduler.types import JobState, KillCause
 
 _REQ_FIELDS = {f.name for f in fields(JobRequest)} - {"deps", "dep_mode"}
@@ -26,13 +26,14 @@ WIRE_EXTRAS = ("display_id", "stdout_path", "stderr_path", "dependency_shown", "
 _WIRE_HIDDEN = ("script", "env")  # request fields never sent to clients
 
 
-def _defaults(cls) -> tuple[dict, dict, tuple[str, ...]]:
-    """(plain defaults, default factories, required names) of a dataclass's fields."""
+def _defaults(cls) -> tuple[dict, dict, KeysView[str]]:
+    """(plain defaults, default factories, required names) of a dataclass's fields; the names
+    are a dict's keys view, ordered and a set (``rec.keys() >= required``)."""
     plain = {f.name: f.default for f in fields(cls) if f.default is not MISSING}
     factories = {f.name: f.default_factory for f in fields(cls)
                  if f.default_factory is not MISSING}
-    required = tuple(f.name for f in fields(cls)
-                     if f.default is MISSING and f.default_factory is MISSING)
+    required = dict.fromkeys(f.name for f in fields(cls)
+                             if f.default is MISSING and f.default_factory is MISSING).keys()
     return plain, factories, required
 
 
@@ -44,8 +45,8 @@ def _build(cls, rec: dict):
     dataclass's ``__init__`` (a third of the cost of reading a record): the same value,
     defaults and factories filled in, a missing required field refused by name."""
     plain, factories, required = _DEFAULTS[cls]
-    missing = [name for name in required if name not in rec]
-    if missing:
+    if not rec.keys() >= required:
+        missing = [name for name in required if name not in rec]
         raise TypeError(f"{cls.__name__} record lacks required field(s) {', '.join(missing)}")
     values = dict(plain)
     values.update(rec)
@@ -59,12 +60,17 @@ def _build(cls, rec: dict):
 
 @lru_cache(maxsize=4096)
 def _dependency(text: str) -> tuple[str, tuple[Dep, ...]]:
-    """``parse_dependency`` once per text (the terms are frozen values)."""
+    """``parse_dependency`` once per text (the terms are frozen values). Imported here: the
+    option parser is not needed to read the records of jobs without dependencies (squeue)."""
+    from sn40l.scheduler.request import parse_dependency
+
     mode, deps = parse_dependency(text)
     return mode, tuple(deps)
 
 
 def _refuse_unknown(record: dict, known: set[str], what: str) -> None:
+    if record.keys() <= known:
+        return
     unknown = sorted(set(record) - known)
     if unknown:
         raise ValueError(f"{what} has unknown field(s) {', '.join(unknown)}; known: "

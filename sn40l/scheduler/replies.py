@@ -66,7 +66,9 @@ def shown_from_wire(record: dict) -> Shown:
 
     rec = dict(record)
     extras = {k: rec.pop(k) for k in WIRE_EXTRAS if k in rec}  # display_id: Job.display_id
-    req = {k: v for k, v in rec["req"].items() if k not in _REQUEST_EXTRAS}
+    req = dict(rec["req"])
+    for key in _REQUEST_EXTRAS:
+        req.pop(key, None)
     req.setdefault("script", "")  # the controller does not send the script
     rec["req"] = req
     try:
