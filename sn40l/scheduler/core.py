@@ -36,6 +36,7 @@ __all__ = ["BASE_PRIORITY", "MIN_JOB_AGE_S", "Partition", "RequestError", "Sched
 BASE_PRIORITY = 4294901760  # priority/basic: the first job gets the highest, then one less each
 BF_MAX_JOB_TEST = 100  # pending jobs the backfill pass considers (Slurm's bf_max_job_test)
 MIN_JOB_AGE_S = 300  # finished jobs stay visible to squeue this long (Slurm's MinJobAge)
+_HELD_REASON = {"user": Reason.JOB_HELD_USER, "admin": Reason.JOB_HELD_ADMIN}
 _HOLDING = (JobState.RUNNING, JobState.COMPLETING)  # a tuple: members compare by identity
 
 
@@ -197,7 +198,7 @@ class SchedulerCore:
     def _pending_reason(self, job: Job, now: float) -> str | None:
         """Why a pending job may not be considered now (the %N throttle aside), or None."""
         if job.held:
-            return Reason.JOB_HELD_ADMIN if job.held == "admin" else Reason.JOB_HELD_USER
+            return _HELD_REASON[job.held]
         begin = job.req.begin
         if (begin and begin > now) or (job.requeue_at and job.requeue_at > now):
             return Reason.BEGIN_TIME
@@ -225,8 +226,11 @@ class SchedulerCore:
         throttle = job.array_throttle or 0
         return bool(throttle) and array_running.get(job.array_job_id, 0) >= throttle
 
-    def _order(self) -> list[Job]:
-        pending = [j for j in self.jobs.values() if j.state is JobState.PENDING]
+    def _order(self, jobs=None) -> list[Job]:
+        """The pending jobs (or ``jobs``) in priority order: array tasks share their array's
+        place, in task order."""
+        pending = [j for j in self.jobs.values() if j.state is JobState.PENDING] \
+            if jobs is None else list(jobs)
         pending.sort(key=lambda j: (-j.priority, j.array_job_id or j.id, j.array_task_id or 0,
                                     j.id))
         return pending
@@ -238,15 +242,21 @@ class SchedulerCore:
         now = self.now()
         changed: list[Job] = []
         eligible: list[Job] = []
-        for job in self._order():
+        pending_state = JobState.PENDING  # an enum member's lookup costs a call: once a pass
+        for job in self.jobs.values():  # held and waiting jobs need no order
+            if job.state is not pending_state:
+                continue
             reason = self._pending_reason(job, now)
             if reason is None:
                 eligible.append(job)
-            elif job.reason != reason:
-                changed.append(self._keep(replace(job, reason=reason)))
+            elif job.reason is not reason and job.reason != reason:
+                changed.append(replace(job, reason=reason))
+        for job in changed:
+            self._keep(job)
         if not eligible:
             self.put(*changed)
             return []
+        eligible = self._order(eligible)
         counts = self._array_running()
         pulled: set[int] = set()  # the jobs the planner looked at
 
