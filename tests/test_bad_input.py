@@ -31,6 +31,7 @@ def files(tmp_path_factory):
     (d / "crafted.pef").write_bytes(struct.pack(">8sI32s", MAGIC, VERSION,
                                                 hashlib.sha256(payload).digest()) + payload)
     (d / "parts.yaml").write_text('partitions:\n  - {name: p, nodes: "sn[00-03]"}\n')
+    (d / "parts-list.yaml").write_text('partitions:\n  - {name: p, nodes: [sn00]}\n')
     return d
 
 
@@ -56,6 +57,8 @@ def _cases(d) -> list[tuple[list[str], str]]:
         (["inspect", str(d / "crafted.pef")], "shards.vocab"),
         (["cluster", "up", "--name", "a:b"], "cluster name 'a:b'"),
         (["cluster", "up", "--partitions", str(d / "parts.yaml")], "unknown nodes"),
+        (["cluster", "up", "--partitions", str(d / "parts-list.yaml")],
+         "nodes ['sn00'] must be a host list string"),
         (["cluster", "up", "--address", "127.0.0.1:1", "--timeout", "60"], "127.0.0.1:1"),
         (["cluster", "up", "--timeout", "0"], "--timeout 0"),
         (["cluster", "up", "--nodes", "300"], "--nodes 300"),

@@ -53,19 +53,30 @@ def _partitions(config: list[dict] | None, node_names: list[str]) -> list[Partit
         return [Partition("sn40l", list(node_names), default=True)]
     parts = []
     for i, p in enumerate(config):
+        name = p.get("name")
         nodes_text = p.get("nodes", "ALL")
+        if not isinstance(nodes_text, str):
+            raise ValueError(f"partition {name!r}: nodes {nodes_text!r} must be a host list "
+                             f"string such as 'sn[00-01]' or 'ALL', as in slurm.conf")
+        max_nodes = p.get("max_nodes")
+        if max_nodes is not None and (type(max_nodes) is not int or max_nodes < 1):
+            raise ValueError(f"partition {name!r}: max_nodes {max_nodes!r} must be a whole "
+                             f"number of at least 1, or left out for UNLIMITED")
+        if not isinstance(p.get("default", False), bool):
+            raise ValueError(f"partition {name!r}: default {p['default']!r} must be true or "
+                             f"false")
         nodes = list(node_names) if nodes_text == "ALL" else hostlist.expand(nodes_text)
         unknown = [n for n in nodes if n not in node_names]
         if unknown:
-            raise ValueError(f"partition {p.get('name')!r}: unknown nodes {unknown}; nodes: "
+            raise ValueError(f"partition {name!r}: unknown nodes {unknown}; nodes: "
                              f"{hostlist.compress(node_names)}")
 
         def limit(key):
             v = p.get(key)
             return None if v in (None, "UNLIMITED", "INFINITE") else parse_time_limit(str(v))
 
-        parts.append(Partition(str(p["name"]), nodes, bool(p.get("default", i == 0)),
-                               limit("max_time"), limit("default_time"), p.get("max_nodes")))
+        parts.append(Partition(str(name), nodes, p.get("default", i == 0),
+                               limit("max_time"), limit("default_time"), max_nodes))
     if not any(p.default for p in parts):
         parts[0].default = True
     return parts
