@@ -11,7 +11,7 @@ import pytest
 
 from sn40l.scheduler import hostlist
 from sn40l.scheduler.launch import array_step, expand_pattern
-from sn40l.scheduler.core import end_reason
+from sn40l.scheduler.types import end_reason
 from sn40l.scheduler.job import Job, JobRequest
 from sn40l.scheduler.supervise import batch_step_state
 from sn40l.scheduler.getopt import Opt, Parser, UsageError

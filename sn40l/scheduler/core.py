@@ -28,7 +28,7 @@ from sn40l.scheduler.errors import RequestError, SubmitError
 from sn40l.scheduler.job import Job, JobRequest
 from sn40l.scheduler.nodes import NodeInfo, Partition, allocate
 from sn40l.scheduler.store import Store
-from sn40l.scheduler.types import DepKind, DepStatus, JobState, KillCause, Reason
+from sn40l.scheduler.types import DepKind, DepStatus, JobState, KillCause, Reason, end_reason
 
 __all__ = ["BASE_PRIORITY", "MIN_JOB_AGE_S", "Partition", "RequestError", "SchedulerCore", "Who",
            "end_reason"]
@@ -495,13 +495,3 @@ class SchedulerCore:
                        if job.is_final and (job.end_time or 0) < cutoff]:
             del self.jobs[job_id]
 
-
-def end_reason(state: JobState, exit_code: int, signal_num: int) -> Reason:
-    """Reason= of a finished job as Slurm 22.05 sets it: TimeLimit for TIMEOUT;
-    NonZeroExitCode for a script's non-zero exit; JobLaunchFailure when the batch shell died of
-    a signal (as observed for both ``kill -9 $$`` and an unopenable -o file); else None."""
-    if state == JobState.TIMEOUT:
-        return Reason.TIME_LIMIT
-    if state == JobState.FAILED:
-        return Reason.JOB_LAUNCH_FAILURE if signal_num else Reason.NON_ZERO_EXIT_CODE
-    return Reason.NONE

@@ -125,3 +125,14 @@ class DepStatus(_Text):
     OK = "ok"
     WAIT = "wait"
     NEVER = "never"
+
+
+def end_reason(state: JobState, exit_code: int, signal_num: int) -> Reason:
+    """Reason= of a finished job as Slurm 22.05 sets it: TimeLimit for TIMEOUT;
+    NonZeroExitCode for a script's non-zero exit; JobLaunchFailure when the batch shell died of
+    a signal (as observed for both ``kill -9 $$`` and an unopenable -o file); else None."""
+    if state == JobState.TIMEOUT:
+        return Reason.TIME_LIMIT
+    if state == JobState.FAILED:
+        return Reason.JOB_LAUNCH_FAILURE if signal_num else Reason.NON_ZERO_EXIT_CODE
+    return Reason.NONE
