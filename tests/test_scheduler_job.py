@@ -15,6 +15,7 @@ from sn40l.scheduler.job import Dep, tasks_per_node
 from sn40l.scheduler.request import build_request
 from sn40l.scheduler.records import (job_from_record, job_to_record, job_to_wire,
                                      request_from_record)
+from sn40l.scheduler.replies import shown_from_wire
 from sn40l.scheduler.store import Store
 from sn40l.scheduler.types import DepKind, JobState
 
@@ -105,6 +106,18 @@ def test_the_wire_record_is_the_row_mapping_without_script_and_environment(core,
         {k: v for k, v in rec["req"].items() if k not in ("script", "env")}
     with pytest.raises(ValueError, match=r"unknown wire field\(s\) colour;"):
         job_to_wire(job, colour="blue")
+
+
+def test_a_compact_wire_record_leaves_out_defaults_and_reads_back_as_the_same_job(
+        core, tmp_path):
+    job = core.jobs[submit(core, tmp_path, "-J", "c", "--nice=0", "-d", "singleton")]
+    full, compact = job_to_wire(job), job_to_wire(job, compact=True)
+    assert len(compact) < len(full) and len(compact["req"]) < len(full["req"])
+    assert "exit_code" not in compact and "restarts" not in compact  # None and 0 by default
+    assert compact["req"]["nice"] == 0  # None by default: 0 is a value and is kept
+    assert compact["req"]["dependency"] == "singleton"
+    assert shown_from_wire(compact).job == shown_from_wire(full).job == dataclasses.replace(
+        job, req=dataclasses.replace(job.req, script="", env={}))
 
 
 def test_a_record_builds_the_same_value_as_the_constructor_and_refuses_what_is_missing(

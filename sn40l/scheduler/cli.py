@@ -155,7 +155,7 @@ def cmd_squeue(argv: list[str]) -> int:
             args["states"] = states
     client = connect("squeue")
     try:
-        jobs = client.call("queue", **args)
+        jobs = client.call("queue", compact=True, **args)
     except ControllerError as exc:
         print(f"slurm_load_jobs error: {exc}", file=sys.stderr)
         return 1
@@ -350,7 +350,7 @@ def cmd_sacct(argv: list[str]) -> int:
     else:
         fields = details.SACCT_DEFAULT
     try:
-        jobs = connect("sacct").call("sacct", **args)
+        jobs = connect("sacct").call("sacct", compact=True, **args)
     except ControllerError as exc:
         _err("sacct", str(exc))
         return 1

@@ -67,7 +67,7 @@ def _visible_all(ctl: "ControllerActor", who: Who, tokens: list[str]) -> list:
 def op_queue(ctl: "ControllerActor", who: Who, jobs: list[str] | None = None,
              users: list[str] | None = None, states: list[str] | None = None,
              partitions: list[str] | None = None, names: list[str] | None = None,
-             all_states: bool = False) -> list[dict]:
+             all_states: bool = False, compact: bool = False) -> list[dict]:
     with ctl.lock:
         if jobs:
             found = _visible_all(ctl, who, jobs)
@@ -86,7 +86,7 @@ def op_queue(ctl: "ControllerActor", who: Who, jobs: list[str] | None = None,
             if names and j.name not in names:
                 continue
             out.append(j)
-    return [job_to_wire(j) for j in out]
+    return [job_to_wire(j, compact=compact) for j in out]
 
 
 def op_show_job(ctl: "ControllerActor", who: Who, job: str,
@@ -164,7 +164,7 @@ def op_sacct(ctl: "ControllerActor", who: Who, jobs: list[str] | None = None,
              users: list[str] | None = None, all_users: bool = False,
              start: float | None = None, end: float | None = None,
              states: list[str] | None = None, names: list[str] | None = None,
-             partitions: list[str] | None = None) -> list[dict]:
+             partitions: list[str] | None = None, compact: bool = False) -> list[dict]:
     ids = None
     if jobs:
         ids = []
@@ -196,7 +196,7 @@ def op_sacct(ctl: "ControllerActor", who: Who, jobs: list[str] | None = None,
         if partitions:
             rows = [r for r in rows if r.partition in partitions]
         steps = ctl.store.steps([r.id for r in rows])
-    return [job_to_wire(r, steps=steps.get(r.id, [])) for r in rows]
+    return [job_to_wire(r, compact=compact, steps=steps.get(r.id, [])) for r in rows]
 
 
 def op_step(ctl: "ControllerActor", who: Who, job_id: int, step: str,

@@ -38,6 +38,7 @@ def _defaults(cls) -> tuple[dict, dict, KeysView[str]]:
 
 
 _DEFAULTS = {cls: _defaults(cls) for cls in (Job, JobRequest)}
+_STATES = {s.value: s for s in JobState}  # a dict lookup, where calling the enum costs 1 us
 
 
 def _build(cls, rec: dict):
@@ -48,13 +49,13 @@ def _build(cls, rec: dict):
     if not rec.keys() >= required:
         missing = [name for name in required if name not in rec]
         raise TypeError(f"{cls.__name__} record lacks required field(s) {', '.join(missing)}")
-    values = dict(plain)
+    obj = object.__new__(cls)
+    values = obj.__dict__
+    values.update(plain)
     values.update(rec)
     for name, factory in factories.items():
         if name not in rec:
             values[name] = factory()
-    obj = object.__new__(cls)
-    obj.__dict__.update(values)
     return obj
 
 
@@ -114,9 +115,11 @@ def request_to_record(req: JobRequest) -> dict:
 
 def job_from_record(record: dict) -> Job:
     """The typed job of a stored record. Refuses a key it does not know, by name."""
-    _refuse_unknown(record, _JOB_FIELDS, f"job {record.get('id')}")
+    if not record.keys() <= _JOB_FIELDS:
+        _refuse_unknown(record, _JOB_FIELDS, f"job {record.get('id')}")
     rec = dict(record)
-    rec["state"] = JobState(rec["state"])
+    state = rec["state"]
+    rec["state"] = _STATES.get(state) or JobState(state)  # JobState() refuses an unknown one
     if rec.get("final_state") is not None:
         rec["final_state"] = JobState(rec["final_state"])
     if rec.get("kill_reason") is not None:
@@ -142,18 +145,30 @@ def job_to_record(job: Job) -> dict:
     return out
 
 
-def job_to_wire(job: Job, full: bool = False, **computed) -> dict:
+def _without_defaults(rec: dict, defaults: dict) -> dict:
+    """``rec`` without the fields at their default value (the reader's :func:`_build` puts them
+    back)."""
+    return {k: v for k, v in rec.items()
+            if k not in defaults or not (v is defaults[k] or (type(v) is type(defaults[k])
+                                                              and v == defaults[k]))}
+
+
+def job_to_wire(job: Job, full: bool = False, compact: bool = False, **computed) -> dict:
     """The record a client gets: :func:`job_to_record` without the script and environment,
     with ``display_id`` and the ``computed`` fields (named in :data:`WIRE_EXTRAS`); ``full``
-    (scontrol show job) adds ``req.env_count``."""
+    (scontrol show job) adds ``req.env_count``; ``compact`` leaves out the fields at their
+    default (squeue and sacct: a third of the bytes to send and to read)."""
     unknown = sorted(set(computed) - set(WIRE_EXTRAS))
     if unknown:
         raise ValueError(f"unknown wire field(s) {', '.join(unknown)}; known: "
                          f"{', '.join(WIRE_EXTRAS)}")
     out = job_to_record(job)
     req = out["req"]
+    if compact:  # for the Slurm commands, which read records through the row mapping
+        out = _without_defaults(out, _DEFAULTS[Job][0])
+        req = out["req"] = _without_defaults(req, _DEFAULTS[JobRequest][0])
     for name in _WIRE_HIDDEN:
-        del req[name]
+        req.pop(name, None)
     if full:
         req["env_count"] = len(job.req.env)
     out["display_id"] = job.display_id
