@@ -226,14 +226,11 @@ class SchedulerCore:
         throttle = job.array_throttle or 0
         return bool(throttle) and array_running.get(job.array_job_id, 0) >= throttle
 
-    def _order(self, jobs=None) -> list[Job]:
-        """The pending jobs (or ``jobs``) in priority order: array tasks share their array's
-        place, in task order."""
-        pending = [j for j in self.jobs.values() if j.state is JobState.PENDING] \
-            if jobs is None else list(jobs)
-        pending.sort(key=lambda j: (-j.priority, j.array_job_id or j.id, j.array_task_id or 0,
-                                    j.id))
-        return pending
+    @staticmethod
+    def _order(jobs) -> list[Job]:
+        """``jobs`` in priority order: array tasks share their array's place, in task order."""
+        return sorted(jobs, key=lambda j: (-j.priority, j.array_job_id or j.id,
+                                           j.array_task_id or 0, j.id))
 
     def schedule(self) -> list[Job]:
         """One scheduling pass. Starts what can start (state RUNNING with its allocation, to be
@@ -301,8 +298,9 @@ class SchedulerCore:
     def _estimate(self, job: Job, now: float) -> tuple[float, list[str]]:
         """When and where ``job`` would start behind everything already queued (--test-only)."""
         counts = self._array_running()
-        pending = [o for o in self._order()
-                   if self._pending_reason(o, now) is None and not self._throttled(o, counts)]
+        pending = self._order(o for o in self.jobs.values() if o.state is JobState.PENDING
+                              and self._pending_reason(o, now) is None
+                              and not self._throttled(o, counts))
         start, nodes = backfill.estimate(job, pending, self.running(), self._capacities(), now,
                                          self._partition_nodes())
         return start, list(nodes)
