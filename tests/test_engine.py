@@ -324,3 +324,49 @@ def test_batched_generation_segments_and_phantom_replay(cluster2x8, reference):
     finally:
         on_all("engine_unload", "seg")
         destroy_group(cluster2x8, ranks, group)
+
+
+def test_a_batch_already_served_replays_its_tokens_and_modeled_time(cluster2x8, reference):
+    """On an engine loaded with ``replay``, the same prompts served again return the tokens
+    they got the first time and take the same modeled time, without running (the trace shows
+    one replay event and no collective); other prompts in between still run for real."""
+    import ray
+
+    from sn40l.collectives import create_group, destroy_group
+
+    ranks, group = [10, 11], "batch-replay-tp2"
+    create_group(cluster2x8, ranks, group)
+    m = preset("tiny")
+    art = compile_model(CompileConfig("tiny", tp=2, batch=4, seq_len=32)).to_bytes()
+    first, other = [PROMPT, [7, 7, 1]], [[50, 3, 2, 2, 9, 11, 4]]
+    expect = [reference_generate(m, random_weights(m, 7), p, NEW)[0] for p in first + other]
+
+    def on_all(method, *args, **kw):
+        return ray.get([getattr(cluster2x8.socket(r), method).remote(*args, **kw)
+                        for r in ranks])
+
+    def serve(prompts):
+        t0 = max(on_all("now"))
+        on_all("advance_to", t0)
+        on_all("trace", clear=True)
+        res = on_all("engine_generate_batch", "rp", prompts, NEW)
+        return res, [x["end_ns"] - t0 for x in res], on_all("trace")
+
+    try:
+        ray.get([cluster2x8.socket(r).engine_load.remote("rp", art, i, group, seed=7,
+                                                          replay=True)
+                 for i, r in enumerate(ranks)])
+        a, took_a, trace_a = serve(first)
+        b, _, _ = serve(other)
+        again, took_again, trace_again = serve(first)
+        assert a[0]["tokens"] == a[1]["tokens"] == expect[:2]
+        assert b[0]["tokens"] == expect[2:]
+        assert again[0]["tokens"] == again[1]["tokens"] == expect[:2]
+        assert took_again == took_a and min(took_a) > 0
+        assert any(e["cat"] == "collective" for e in trace_a[0])
+        cats = [e["cat"] for e in trace_again[0]]
+        assert cats.count("kernel") == 1 and "collective" not in cats
+        assert again[0]["ttft_ns"] == a[0]["ttft_ns"]
+    finally:
+        on_all("engine_unload", "rp")
+        destroy_group(cluster2x8, ranks, group)

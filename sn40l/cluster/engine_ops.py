@@ -57,7 +57,8 @@ class EngineOps:
         from ``seed``; ``"phantom"``: shapes only; or a Hugging Face checkpoint directory;
         ``tensors``: full weights given by name). ``home`` ("ddr" or "host") keeps them as
         segments in that tier until :meth:`engine_activate`. ``replay`` lets phantom steps of
-        a shape already run replay its modeled time (see :class:`TileEngine`);
+        a shape already run replay its modeled time, and batches already served replay their
+        tokens and modeled time (see :class:`TileEngine`);
         ``share_replay`` keys that record by the group's members instead of its name, so the
         same artifact loaded again on the same sockets over a new group (the next CoE of a
         sweep) replays what an earlier load ran. Only for callers that join the group's clocks

@@ -238,9 +238,11 @@ class CoERuntime:
         for gid in plan.router_gids:
             ranks = plan.groups[gid].ranks
             for i, r in enumerate(ranks):
+                # replay: a batch of prompts already routed replays (TileEngine), so a
+                # sweep routes each distinct batch once per load
                 refs.append(self._h(r).engine_load.remote(
                     self.router_tag, router_pef, i, self._groups[gid], job=self.job,
-                    tensors=router_w))
+                    tensors=router_w, replay=True))
                 if backbone is not None:
                     refs.append(self._h(r).engine_load.remote(
                         self.router_tag + "-backbone", backbone, i, self._groups[gid],

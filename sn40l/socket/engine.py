@@ -92,6 +92,9 @@ class _Step:
         return self.engine._rope(int(self.positions.max()) + 1)
 
 
+SERVED_BATCHES = 4096  # batches an engine remembers for replay before it starts over
+
+
 class TileEngine:
     """Compiled model steps on one socket. ``__init__`` only stores.
 
@@ -116,6 +119,14 @@ class TileEngine:
     from the recorded one would have waited a little differently at its first collective.
     :meth:`step` (``sn40l run``) records a shape at its second run, since its first decode step
     still carries the skew the prefill left (it is a little longer than every later one).
+
+    With ``replay`` given, :meth:`generate_batch` also replays whole batches (real or phantom
+    weights): a batch it has already served on this engine (the same prompts and new tokens;
+    for phantom weights the same shape) returns the tokens it generated then and advances the
+    clock by the same modeled time, without running. Generation is a pure function of the
+    prompts (it starts every sequence at position 0 and writes each KV row before reading it)
+    and its modeled time one of the shape, so this too changes wall time only: a sweep that
+    serves the same prompts in several configurations computes them once per load.
     """
 
     def __init__(self, socket: Socket, plan: dict, rank: int, tag: str, comm: Comm | None,
@@ -135,6 +146,8 @@ class TileEngine:
         self._ropes: dict[int, tuple[np.ndarray, float]] = {}
         self.phantom = False
         self.replay = replay
+        # batches served, by prompts (real weights) or shape (phantom): tokens, TTFT, duration
+        self._served: dict[tuple, tuple[tuple[tuple[int, ...], ...], int, int]] = {}
         self.layout = ""           # "symbols" or "segments", set by load / load_home
         self.home: str | None = None
         self.ready_ns = 0          # an HBM copy in flight ends then (a prefetch)
@@ -389,6 +402,17 @@ class TileEngine:
         clock = self.socket.clock
         clock.advance_to(self.ready_ns)
         start = clock.now
+        key = None
+        if self.replay is not None:  # a batch already served replays (see the class doc)
+            key = ((b, longest, new_tokens) if self.phantom
+                   else (tuple(tuple(p) for p in prompts), new_tokens))
+            done = self._served.get(key)
+            if done is not None:
+                out, ttft, took = done
+                clock.record(f"replay batch {b}x{longest}+{new_tokens}", "kernel", "compute",
+                             start, start + took)
+                clock.advance(took)
+                return self._served_batch([list(t) for t in out], ttft, start)
         toks = [t for p in prompts for t in p]
         slots = [i for i, p in enumerate(prompts) for _ in p]
         pos = [j for p in prompts for j in range(len(p))]
@@ -407,6 +431,15 @@ class TileEngine:
             logits = self._forward(nxt, list(range(b)), cur, list(range(b)),
                                    self._kernels_for("decode", b, self.max_seq), ("decode", b))
             cur = [c + 1 for c in cur]
+        if key is not None:
+            if len(self._served) >= SERVED_BATCHES:
+                self._served.clear()
+            self._served[key] = (tuple(tuple(t) for t in out), ttft, clock.now - start)
+        return self._served_batch(out, ttft, start)
+
+    def _served_batch(self, out: list[list[int]], ttft: int, start: int) -> dict:
+        """What a batch leaves behind (the last use; a KV segment written) and its reply."""
+        clock = self.socket.clock
         self.last_used_ns = clock.now
         if self.layout == "segments":
             self.socket.mark_dirty(f"{self.tag}/kv@hbm")
@@ -442,9 +475,9 @@ class TileEngine:
         if real:
             lo = self.rank * sh["vocab"]
             x = np.zeros((n, m.hidden), np.float32)
-            for j, tok in enumerate(tokens):
-                if lo <= tok < lo + sh["vocab"]:
-                    x[j] = self._w("embed")[tok - lo]
+            toks = np.asarray(tokens, np.int64)
+            mine = (toks >= lo) & (toks < lo + sh["vocab"])  # this shard's rows of the table
+            x[mine] = self._w("embed")[toks[mine] - lo]
         x = self._allreduce(x, n * m.hidden)
         self._finish(_kernel(kernels, "embed"), t0, clock.now)
         step = _Step(self, np.asarray(positions))

@@ -226,15 +226,25 @@ def decoder_layer(model: ModelConfig, ctx: LayerContext, i: int, x: np.ndarray,
         cache[1, slots, positions] = v
         group = max(1, hp // kvp)
         out = np.empty((n, hp, hd), np.float32)
-        for j, (s_j, p_j) in enumerate(zip(slots, positions)):  # its slot, positions <= p_j
-            lo = 0 if window is None else max(0, p_j - window + 1)  # the last `window` ones
-            keys = cache[0, s_j, lo:p_j + 1].reshape(p_j + 1 - lo, kvp, hd)
-            vals = cache[1, s_j, lo:p_j + 1].reshape(p_j + 1 - lo, kvp, hd)
+        # the rows of one sequence together (a prefill's are many): one score matrix per
+        # head over the keys any of them sees, each row masked to its own positions
+        for s_j in dict.fromkeys(slots.tolist()):
+            rows = np.flatnonzero(slots == s_j)
+            pos = positions[rows]
+            top = int(pos.max()) + 1
+            lo = 0 if window is None else max(0, int(pos.min()) - window + 1)
+            keys = cache[0, s_j, lo:top].reshape(top - lo, kvp, hd)
+            vals = cache[1, s_j, lo:top].reshape(top - lo, kvp, hd)
+            kpos = np.arange(lo, top)
+            hidden = kpos[None, :] > pos[:, None]  # a row sees positions <= its own,
+            if window is not None:                 # and only the last `window` of them
+                hidden |= kpos[None, :] <= pos[:, None] - window
             for h in range(hp):
                 kvh = min(h // group, kvp - 1)
-                scores = keys[:, kvh] @ qh[j, h] / math.sqrt(hd)
-                e = np.exp(scores - scores.max())
-                out[j, h] = (e / e.sum()) @ vals[:, kvh]
+                scores = qh[rows, h] @ keys[:, kvh].T / math.sqrt(hd)
+                scores[hidden] = -np.inf
+                e = np.exp(scores - scores.max(axis=1, keepdims=True))
+                out[rows, h] = (e / e.sum(axis=1, keepdims=True)) @ vals[:, kvh]
         return out.reshape(n, -1)
 
     attn = ctx.op("attention", attention)
