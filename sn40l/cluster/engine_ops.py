@@ -105,6 +105,16 @@ class EngineOps:
         self._engines[tag] = engine
         return {"bytes": placed, "now_ns": self.socket.clock.now}
 
+    def engine_load_many(self, pef: bytes, loads: list[tuple[str, int, str | None, str, int]],
+                         job: int | None = None, home: str | None = None, replay: bool = False,
+                         share_replay: bool = False) -> list[dict]:
+        """:meth:`engine_load` of several models of one artifact in order, in one call: each
+        load is ``(tag, rank, group, weights, seed)``. A load that fails leaves nothing of its
+        own behind and raises; the ones before it stay loaded (the caller unloads them)."""
+        return [self.engine_load(tag, pef, rank, group, weights, seed, job, home=home,
+                                 replay=replay, share_replay=share_replay)
+                for tag, rank, group, weights, seed in loads]
+
     def _engine(self, tag: str) -> TileEngine:
         engine = self._engines.get(tag)
         if engine is None:
@@ -249,3 +259,7 @@ class EngineOps:
         self._engines.pop(tag, None)
         with self._lock:
             return self.socket.free_owner(tag)
+
+    def engine_unload_many(self, tags: list[str], job: int | None = None) -> int:
+        """:meth:`engine_unload` of several models in one call; the bytes freed."""
+        return sum(self.engine_unload(t, job) for t in tags)

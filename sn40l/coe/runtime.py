@@ -48,7 +48,7 @@ from sn40l.socket.timing import transfer_ns
 log = logging.getLogger("sn40l.coe")
 
 _ids = itertools.count()
-LOAD_CHUNK = 16  # experts whose loads are in flight at once (one wait, not one per expert)
+LOAD_CHUNK = 16  # experts loaded per call to each socket (one call and one wait per chunk)
 
 
 @dataclass(frozen=True)
@@ -254,41 +254,47 @@ class CoERuntime:
         ray.get(refs)
         pefs: dict[int, Any] = {}
         inflight: list = []  # loads of up to LOAD_CHUNK experts, waited for together
+        experts = self.config.experts
         try:
-            for done, e in enumerate(self.config.experts, 1):
-                inflight += self._load_expert(e, plan, pefs)
-                if done % LOAD_CHUNK == 0 or done == len(self.config.experts):
-                    ray.get(inflight)
-                    inflight = []
-                    if progress:
-                        progress(done, len(self.config.experts))
+            for lo in range(0, len(experts), LOAD_CHUNK):
+                chunk = experts[lo:lo + LOAD_CHUNK]
+                inflight = self._load_experts(chunk, plan, pefs)
+                ray.get(inflight)
+                inflight = []
+                if progress:
+                    progress(lo + len(chunk), len(experts))
         except BaseException:
             if inflight:  # let every load end before the caller unloads what was written
                 ray.wait(inflight, num_returns=len(inflight))
             raise
 
-    def _load_expert(self, e, plan: PlacementPlan, pefs: dict) -> list:
-        """Start loading expert ``e`` on the sockets of its home groups; the Ray refs."""
-        b = self.builds[e.name]
-        key = id(b.artifact)
-        if key not in pefs:
-            pefs[key] = ray.put(b.artifact.to_bytes())
-        refs = []
-        for gid in plan.homes[e.name]:
-            ranks = plan.groups[gid].ranks
-            self._tags.setdefault(self.tag(e.name), []).extend(ranks)
-            refs += [self._h(r).engine_load.remote(
-                self.tag(e.name), pefs[key], i, self._groups[gid], weights=b.weights,
-                seed=b.seed, job=self.job, home=str(plan.home), replay=True,
-                share_replay=True)
-                for i, r in enumerate(ranks)]
-        return refs
+    def _load_experts(self, chunk: list, plan: PlacementPlan, pefs: dict) -> list:
+        """Start loading the experts of ``chunk`` on the sockets of their home groups: one
+        call per socket and artifact, the experts in order; the Ray refs."""
+        calls: dict[tuple[int, int], list[tuple]] = {}  # (rank, artifact) -> its loads
+        for e in chunk:
+            b = self.builds[e.name]
+            key = id(b.artifact)
+            if key not in pefs:
+                pefs[key] = ray.put(b.artifact.to_bytes())
+            for gid in plan.homes[e.name]:
+                ranks = plan.groups[gid].ranks
+                self._tags.setdefault(self.tag(e.name), []).extend(ranks)
+                for i, r in enumerate(ranks):
+                    calls.setdefault((r, key), []).append(
+                        (self.tag(e.name), i, self._groups[gid], b.weights, b.seed))
+        return [self._h(r).engine_load_many.remote(
+            pefs[key], loads, job=self.job, home=str(plan.home), replay=True,
+            share_replay=True) for (r, key), loads in calls.items()]
 
     def unload(self) -> None:
         """Free every model this CoE loaded and its collective groups."""
-        refs = [self._h(r).engine_unload.remote(tag, self.job)
-                for tag, ranks in self._tags.items() for r in ranks]
-        ray.get(refs)
+        by_rank: dict[int, list[str]] = {}
+        for tag, ranks in self._tags.items():
+            for r in ranks:
+                by_rank.setdefault(r, []).append(tag)
+        ray.get([self._h(r).engine_unload_many.remote(tags, self.job)
+                 for r, tags in by_rank.items()])
         self._tags.clear()
         if self.plan_ is not None:
             for g in self.plan_.groups:
