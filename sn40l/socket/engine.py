@@ -125,8 +125,9 @@ class TileEngine:
     for phantom weights the same shape) returns the tokens it generated then and advances the
     clock by the same modeled time, without running. Generation is a pure function of the
     prompts (it starts every sequence at position 0 and writes each KV row before reading it)
-    and its modeled time one of the shape, so this too changes wall time only: a sweep that
-    serves the same prompts in several configurations computes them once per load.
+    and its modeled time one of the shape (with the known error above, for ranks that start
+    skewed differently), so this too changes wall time only: a sweep that serves the same
+    prompts in several configurations computes them once per load.
     """
 
     def __init__(self, socket: Socket, plan: dict, rank: int, tag: str, comm: Comm | None,
