@@ -13,9 +13,10 @@ from sn40l.collectives.types import Drop
 from sn40l.collectives.wire import MAC_BYTES, Dropped, decode, encode
 
 
+@pytest.mark.parametrize("key_bytes", [32, 64, 100])
 @pytest.mark.parametrize("payload_bytes", [0, 100, 4096, 70_000])
-def test_mac_is_rfc2104_hmac_sha256(payload_bytes):
-    key = bytes(range(32))
+def test_mac_is_rfc2104_hmac_sha256(payload_bytes, key_bytes):
+    key = bytes(i % 251 for i in range(key_bytes))
     payload = np.arange(payload_bytes, dtype=np.uint8).data
     parts = encode(key, b"grp", 7, 3, 1, 12345, count=payload_bytes, dt=b"|u1",
                    payload=payload)

@@ -85,7 +85,9 @@ def _pads(key: bytes) -> tuple:
     if pads is None:
         if len(_PADS) >= 4096:  # one entry per group this process has seen; keep it bounded
             _PADS.clear()
-        k = key.ljust(64, b"\0")  # keys are KEY_BYTES long, below SHA-256's block
+        # RFC 2104: a key longer than SHA-256's 64-byte block is hashed first (group keys are
+        # KEY_BYTES long; a longer one still gets the standard MAC, not a truncated key)
+        k = (hashlib.sha256(key).digest() if len(key) > 64 else key).ljust(64, b"\0")
         pads = _PADS[key] = (hashlib.sha256(bytes(b ^ 0x36 for b in k)),
                              hashlib.sha256(bytes(b ^ 0x5C for b in k)))
     return pads
