@@ -7,6 +7,7 @@ import math
 from importlib import resources
 
 import numpy as np
+import psutil
 import pytest
 import ray
 import yaml
@@ -117,7 +118,12 @@ def test_trillion_parameter_phantom_costs_little_host_memory(make_cluster):
 def test_status_reports_each_socket_and_a_dead_one(make_cluster):
     cluster = make_cluster(nodes=1)
     ray.get(cluster.socket(2).alloc.remote("a", "hbm", [1024]))
-    ray.kill(cluster.socket(5))
+    pid = ray.get(cluster.socket(5).ping.remote())["pid"]
+    ray.kill(cluster.socket(5))  # asynchronous: the socket may still answer for a moment
+    try:
+        psutil.Process(pid).wait(timeout=20)
+    except psutil.NoSuchProcess:
+        pass  # already gone
     rows = cluster.status(timeout_s=20)
     assert [r["state"] for r in rows] == ["up"] * 5 + ["down"] + ["up"] * 2
     assert rows[2]["tiers"]["hbm"]["used"] == 2048
