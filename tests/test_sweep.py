@@ -92,6 +92,10 @@ def test_yaml_sweep_resume_runs_only_missing_points(on_shared, tmp_path, capsys)
     ("workload: model\naxes: {model: tiny, spec_tokens: [2]}\n",
      "spec_tokens need a draft model (axis draft)"),
     ("workload: model\naxes: {model: tiny, draft: tiny-draft}\n", "axis draft needs spec_tokens"),
+    ("workload: model\naxes: {model: tiny, draft_placement: other}\n",
+     "draft_placement need a draft model (axis draft)"),
+    ("workload: model\naxes: {model: tiny, draft: tiny-draft, spec_tokens: 2, "
+     "draft_placement: far}\n", "'draft_placement' value 'far'"),
 ])
 def test_bad_experiments_are_refused_by_name(tmp_path, capsys, text, expect):
     exp = tmp_path / "bad.yaml"
@@ -105,9 +109,11 @@ def test_bad_experiments_are_refused_by_name(tmp_path, capsys, text, expect):
 def test_draft_axes_rows_match_single_speculative_runs(on_shared, tmp_path, capsys):
     out = tmp_path / "spec.csv"
     assert main(["sweep", *TINY, "--tp", "1", "--weights", "random", "--draft", "tiny-draft",
-                 "--spec-tokens", "2,3", "--out", str(out), "-q", *on_shared]) == 0
+                 "--spec-tokens", "2,3", "--draft-placement", "same,other", "--out", str(out),
+                 "-q", *on_shared]) == 0
     rows = _rows(out)
-    assert [(r["spec_tokens"], r["status"]) for r in rows] == [(2, "ok"), (3, "ok")]
+    assert [(r["spec_tokens"], r["draft_placement"], r["status"]) for r in rows] == [
+        (2, "same", "ok"), (2, "other", "ok"), (3, "same", "ok"), (3, "other", "ok")]
 
     def single(*extra) -> dict:
         capsys.readouterr()
@@ -117,13 +123,16 @@ def test_draft_axes_rows_match_single_speculative_runs(on_shared, tmp_path, caps
         return json.loads(capsys.readouterr().out)
 
     plain = single()
+    # the placement is a real axis: the draft's own sockets change the modeled time
+    assert rows[1]["tokens_per_s_per_user"] != rows[0]["tokens_per_s_per_user"]
     for r in rows:
-        spec = single("--draft", "tiny-draft", "--spec-tokens", str(r["spec_tokens"]))
+        spec = single("--draft", "tiny-draft", "--spec-tokens", str(r["spec_tokens"]),
+                      "--draft-placement", r["draft_placement"])
         assert r["acceptance_rate"] == spec["acceptance_rate"]  # measured: same tokens
         assert r["draft_ms"] == pytest.approx(spec["draft_ms"], rel=1e-9)
-        assert r["ttft_ms"] == pytest.approx(spec["ttft_ms"], rel=0.02)
+        assert r["ttft_ms"] == pytest.approx(spec["ttft_ms"], rel=1e-9)
         assert r["tokens_per_s_per_user"] == pytest.approx(spec["tokens_per_s_per_user"],
-                                                           rel=0.02)
+                                                           rel=1e-9)
         assert r["spec_speedup"] == pytest.approx(
             spec["tokens_per_s_per_user"] / plain["tokens_per_s_per_user"], rel=0.02)
         assert r["time_hbm_ms"] is None  # no decode-step split for a speculative step
@@ -144,6 +153,23 @@ def test_via_slurm_runs_points_as_array_tasks(on_shared, cluster2x8, tmp_path, c
             single["tokens_per_s_per_user"], rel=0.02)
     finally:
         stop_controller(cluster2x8.spec.name)
+
+
+def test_draft_on_other_nodes_runs_as_an_array_task_like_in_process(on_shared, cluster2x8,
+                                                                    tmp_path, capsys):
+    spec = ["--tp", "2", "--weights", "random", "--draft", "tiny-draft", "--spec-tokens", "2",
+            "--draft-placement", "other", "-q", *on_shared]
+    here, there = tmp_path / "here.csv", tmp_path / "there.csv"
+    assert main(["sweep", *TINY, *spec, "--out", str(here)]) == 0
+    try:
+        assert main(["sweep", *TINY, *spec, "--out", str(there), "--via-slurm"]) == 0
+        assert "submitted array job" in capsys.readouterr().err
+    finally:
+        stop_controller(cluster2x8.spec.name)
+    (a,), (b,) = _rows(here), _rows(there)
+    assert a["status"] == b["status"] == "ok"  # the task held 2 sockets on each of 2 nodes
+    for k in ("ttft_ms", "tokens_per_s_per_user", "draft_ms", "acceptance_rate"):
+        assert b[k] == pytest.approx(a[k], rel=1e-9), k
 
 
 def test_coe_points_run_as_array_tasks_like_in_process(on_shared, cluster2x8, tmp_path,

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import ray
 
-from sn40l.choices import Choice
+from sn40l.cluster.types import DraftPlacement
 from sn40l.collectives import create_group, destroy_group
 from sn40l.compiler.models import check_materializable
 from sn40l.compiler.pef import Artifact
@@ -37,13 +37,6 @@ _ids = itertools.count()
 # tradeoffs: GPU with large models, Llama 70B / 8B"). Assumption: Llama 3.1 8B drafting for
 # Llama 3.1 70B/405B accepts alike; no published figure for that pair was found.
 DEFAULT_SPEC_ACCEPTANCE = 0.5868
-
-
-class DraftPlacement(Choice):
-    """Where the draft model runs: on the target's sockets, or on sockets of its own."""
-
-    SAME = "same"
-    OTHER = "other"
 
 
 def barrier(cluster, ranks: list[int]) -> int:

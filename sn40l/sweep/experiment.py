@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from sn40l.cluster.types import DraftPlacement
 from sn40l.collectives.types import AllReduceAlgo
 from sn40l.compiler.types import FusionLevel, Orchestration
 from sn40l.errors import ConfigError
@@ -130,6 +131,9 @@ PARAMS: dict[str, Param] = {p.name: p for p in (
     Param("draft", _text, None, (M,), "speculative decoding: the draft model preset"),
     Param("spec_tokens", _int(), None, (M,), "speculative decoding: tokens drafted per step"),
     Param("spec_acceptance", _float01, None, (M,), "speculative decoding: acceptance rate"),
+    Param("draft_placement", _choice(DraftPlacement), None, (M,), "speculative decoding: the "
+          "draft on the target's sockets (same, the default) or on as many sockets of the "
+          "nodes after the target's (other), as sn40l run --draft-placement"),
     Param("op", _choice(CollectiveOp), "allreduce", (C,), "the collective: "
           + ", ".join(c.value for c in CollectiveOp)),
     Param("size", _size, 1 << 20, (C,), "message bytes per socket: 4K, 64K, 1M, ..."),
@@ -142,7 +146,7 @@ PARAMS: dict[str, Param] = {p.name: p for p in (
 )}
 
 TOP_KEYS = ("name", "workload", "repeats", "axes", "description")
-SPEC_PARAMS = ("draft", "spec_tokens", "spec_acceptance")
+SPEC_PARAMS = ("draft", "spec_tokens", "spec_acceptance", "draft_placement")
 
 
 @dataclass(frozen=True)

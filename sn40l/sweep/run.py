@@ -25,7 +25,7 @@ from sn40l.sweep.experiment import SPEC_PARAMS, Experiment, Point
 from sn40l.sweep.results import ResultFile, make_row
 from sn40l.sweep.types import Status, WorkloadKind
 from sn40l.sweep.workloads import (CoEPool, Compiled, Placement, Skip, coe_nodes, coe_placement,
-                                   run_coe, run_collective, run_model, tp_ranks)
+                                   draft_nodes, run_coe, run_collective, run_model, tp_ranks)
 
 log = logging.getLogger("sn40l.sweep")
 
@@ -79,7 +79,7 @@ def check_runnable(exp: Experiment) -> None:
         if not given.get("spec_tokens"):
             raise ConfigError("axis draft needs spec_tokens (tokens drafted per step, >= 1)")
         return
-    loose = [k for k in ("spec_tokens", "spec_acceptance") if given.get(k)]
+    loose = [k for k in SPEC_PARAMS[1:] if given.get(k)]
     if loose:
         raise ConfigError(f"{', '.join(loose)} need a draft model (axis draft): speculative "
                           "decoding settings without a draft would be ignored")
@@ -102,7 +102,9 @@ def _serving(points: list[Point]) -> dict:
 
 
 def _nodes(exp: Experiment, v: dict, serving: dict) -> int:
-    return coe_nodes(v, serving) if exp.workload is WorkloadKind.COE else v["nodes"]
+    if exp.workload is WorkloadKind.COE:
+        return coe_nodes(v, serving)
+    return v["nodes"] + (draft_nodes(v) if exp.workload is WorkloadKind.MODEL else 0)
 
 
 def plan_points(exp: Experiment, points: list[Point], attached: Cluster | None
@@ -166,8 +168,12 @@ def _one(exp, p: Point, rep: int, shape, nodes: int, why: str, pool: ClusterPool
         cluster = pool.get(shape, most[shape])
         if exp.workload is WorkloadKind.COE:
             return run_coe(v, coe_placement(cluster, list(range(nodes))), serving, coes)
-        ranks = tp_ranks(v["tp"], v["nodes"], cluster.spec.sockets_per_node)
-        return _run_tp(exp, v, Placement(cluster, tuple(ranks)), compiled, p, rep)
+        spn = cluster.spec.sockets_per_node
+        ranks = tp_ranks(v["tp"], v["nodes"], spn)
+        shift = v["nodes"] * spn  # the draft's own nodes follow the target's (draft_nodes)
+        draft = [r + shift for r in ranks] if draft_nodes(v) else []
+        return _run_tp(exp, v, Placement(cluster, tuple(ranks), draft_ranks=tuple(draft)),
+                       compiled, p, rep)
 
     return _timed_row(exp, p, rep, measure)
 
@@ -197,12 +203,13 @@ def _one_on(exp, p: Point, rep: int, cluster: Cluster, sockets: list[int],
                 return run_coe(v, coe_placement(cluster, whole[:need], job), serving, pool)
             finally:
                 pool.close()
-        per = v["tp"] // v["nodes"]
-        picked = [r for n in sorted(by_node)[:v["nodes"]] for r in by_node[n][:per]]
-        if len(picked) != v["tp"]:
+        per, extra = v["tp"] // v["nodes"], draft_nodes(v)
+        picked = [r for n in sorted(by_node)[:v["nodes"] + extra] for r in by_node[n][:per]]
+        if len(picked) != v["tp"] * (1 + extra // v["nodes"]):
             raise Skip(f"the job's sockets {sockets} hold no TP {v['tp']} over "
-                       f"{v['nodes']} node(s)")
-        return _run_tp(exp, v, Placement(cluster, tuple(picked), job), Compiled(), p, rep)
+                       f"{v['nodes']} node(s)" + (" and its draft's" if extra else ""))
+        where = Placement(cluster, tuple(picked[:v["tp"]]), job, tuple(picked[v["tp"]:]))
+        return _run_tp(exp, v, where, Compiled(), p, rep)
 
     return _timed_row(exp, p, rep, measure)
 

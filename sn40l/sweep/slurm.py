@@ -68,12 +68,12 @@ def run_via_slurm(exp: Experiment, results: ResultFile, args) -> None:
                 results.add(make_row(exp, p, rep, Status.SKIPPED, {}, why))
             elif exp.workload is WorkloadKind.COE:
                 tasks.append((p, rep, nodes, spn))  # whole nodes
-            elif v["tp"] % nodes or v["tp"] // nodes > spn:
+            elif v["tp"] % v["nodes"] or v["tp"] // v["nodes"] > spn:
                 results.add(make_row(exp, p, rep, Status.SKIPPED, {},
-                                     f"TP {v['tp']} cannot be placed as {nodes} node(s) x "
+                                     f"TP {v['tp']} cannot be placed as {v['nodes']} node(s) x "
                                      f"{spn} sockets"))
-            else:
-                tasks.append((p, rep, nodes, v["tp"] // nodes))
+            else:  # nodes: the target's, and a draft's own (draft_placement: other)
+                tasks.append((p, rep, nodes, v["tp"] // v["nodes"]))
     if not tasks:
         return
     work = Path(str(results.path.with_suffix("")) + ".slurm")

@@ -13,8 +13,9 @@ the rest of the measured step (the exposed collectives), so the four add up to t
 ``time_switch_ms`` is the CoE's expert-switch time (0 for a single model).
 
 Speculative points (``draft`` set): the target runs plain greedy decoding first and then with
-the draft proposing ``spec_tokens`` tokens per step (:class:`SpeculativeDecoder`, the draft on
-the target's sockets, as ``sn40l run --draft`` places it by default). The row's TTFT, time per
+the draft proposing ``spec_tokens`` tokens per step (:class:`SpeculativeDecoder`; the draft on
+the target's sockets, or with ``draft_placement: other`` on as many sockets of the nodes after
+the target's, as ``sn40l run --draft-placement`` places it). The row's TTFT, time per
 output token and tokens/s are the speculative run's; ``acceptance_rate`` and ``draft_ms`` are
 what ``sn40l run --draft`` reports, and ``spec_speedup`` is the speculative tokens/s/user over
 the plain run's on the same sockets. The decode-step split (``time_*_ms``) is left empty: a
@@ -29,6 +30,7 @@ from typing import Any
 
 import ray
 
+from sn40l.cluster.types import DraftPlacement
 from sn40l.errors import CapacityError, CompileError, ConfigError, OutOfDeviceMemory
 from sn40l.sweep.experiment import SPEC_PARAMS
 from sn40l.sweep.types import CollectiveOp
@@ -50,6 +52,15 @@ class Placement:
     cluster: Any
     ranks: tuple[int, ...]
     job: "int | str | None" = None  # the job id, or its lease capability
+    draft_ranks: tuple[int, ...] = ()  # a speculative point's draft sockets; () = ``ranks``
+
+
+def draft_nodes(v: dict) -> int:
+    """Nodes a model point's draft adds to the target's: with ``draft_placement: other`` the
+    draft (compiled for the target's TP and nodes) takes the same sockets of as many nodes
+    after the target's, as ``sn40l run --draft-placement other`` places it; else none."""
+    other = v.get("draft") is not None and v.get("draft_placement") == DraftPlacement.OTHER
+    return v["nodes"] if other else 0
 
 
 def tp_ranks(tp: int, nodes: int, sockets_per_node: int) -> list[int]:
@@ -144,7 +155,7 @@ def run_model(v: dict, where: Placement, compiled: Compiled, tag: str) -> dict:
 def _speculative(v: dict, where: Placement, compiled: Compiled, art, runner, prompt: list[int],
                  tag: str):
     """The point's speculative run: the draft compiled for the target's TP, nodes and
-    context, loaded on the target's sockets, proposing ``spec_tokens`` per step."""
+    context, loaded on its placement's sockets, proposing ``spec_tokens`` per step."""
     from sn40l.cluster.run_cli import check_pair, layer_skip_tensors
     from sn40l.cluster.runner import ModelRunner, SpeculativeDecoder
 
@@ -152,8 +163,9 @@ def _speculative(v: dict, where: Placement, compiled: Compiled, art, runner, pro
     try:
         check_pair(art, draft_art, v["weights"], v.get("spec_acceptance"))
         tensors = layer_skip_tensors(art, draft_art, v["weights"], 0)
-        draft = ModelRunner(where.cluster, list(where.ranks), draft_art, weights=v["weights"],
-                            job=where.job, tag=f"{tag}-draft", tensors=tensors)
+        draft = ModelRunner(where.cluster, list(where.draft_ranks or where.ranks), draft_art,
+                            weights=v["weights"], job=where.job, tag=f"{tag}-draft",
+                            tensors=tensors)
         dec = SpeculativeDecoder(runner, draft, v["spec_tokens"], v.get("spec_acceptance"))
     except ConfigError as exc:
         raise Skip(str(exc)) from None
