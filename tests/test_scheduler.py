@@ -11,6 +11,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -88,7 +89,7 @@ def test_batch_script_gets_slurm_environment_tasks_and_sockets(ctl, tmp_path):
 echo "job=$SLURM_JOB_ID name=$SLURM_JOB_NAME nnodes=$SLURM_NNODES ntasks=$SLURM_NTASKS"
 echo "tpn=$SLURM_NTASKS_PER_NODE cpt=$SLURM_CPUS_PER_TASK nodes=$SLURM_JOB_NODELIST"
 echo "submit=$SLURM_SUBMIT_DIR sockets=$SN40L_SOCKETS arg=$1 tasks=$SLURM_TASKS_PER_NODE"
-echo "custom=$MY_VAR"
+echo "custom=$MY_VAR host=$SLURM_SUBMIT_HOST"
 PY -m sn40l.cli srun -l bash -c 'echo $SLURM_PROCID $SLURM_LOCALID $SLURM_NODEID $SN40L_SOCKETS' | sort
 """.replace("PY", sys.executable))
     # the command line overrides the script's -J
@@ -99,6 +100,7 @@ PY -m sn40l.cli srun -l bash -c 'echo $SLURM_PROCID $SLURM_LOCALID $SLURM_NODEID
     assert "tpn=2 cpt=3 nodes=sn[00-01]" in out
     assert f"submit={tmp_path} sockets={','.join(map(str, range(16)))} arg=first-arg" in out
     assert "tasks=2(x2)" in out
+    assert f"host={socket.gethostname()}" in out
     lines = [line for line in out.splitlines() if re.match(r"^\d: ", line)]
     node0, node1 = ",".join(map(str, range(8))), ",".join(map(str, range(8, 16)))
     assert lines == [f"0: 0 0 0 {node0}", f"1: 1 1 0 {node0}", f"2: 2 0 1 {node1}",
@@ -289,7 +291,8 @@ def test_default_formats_follow_slurm(ctl, tmp_path):
     assert acc[2].split()[:3] == [str(job), "a-very-lo+", "batch"]
     shown = sl("scontrol", "show", "job", str(job), check=True).stdout
     for field in (f"JobId={job} JobName=a-very-long-job-name", "JobState=RUNNING",
-                  "TimeLimit=01:00:00", "TresPerNode=gres:rdu:2", "Partition=batch"):
+                  "TimeLimit=01:00:00", "TresPerNode=gres:rdu:2", "Partition=batch",
+                  f"AllocNode:Sid=localhost:{os.getsid(0)}"):  # sbatch ran in our session
         assert field in shown
     node = sl("scontrol", "show", "node", "sn00", check=True).stdout
     assert "NodeName=sn00" in node and "Gres=rdu:8" in node and "CPUTot=128" in node
@@ -426,6 +429,7 @@ def test_controller_restart_loses_nothing(ctl, tmp_path):
     start_controller(CLUSTER, partitions=PARTITIONS, kill_wait_s=3)
     assert wait_state(queued, "PENDING")["reason"] == "JobHeldUser"
     assert acct(done)[0] == [str(done), "COMPLETED", "0:0"]
+    assert acct(done, "JobID,Cluster")[0] == [str(done), CLUSTER]  # Slurm's ClusterName
     wait_state(running, "COMPLETED", timeout=20)
     assert (tmp_path / "r.out").read_text().strip() == "survived"
     nxt = submit("--wrap", "true", cwd=tmp_path)

@@ -350,12 +350,13 @@ def cmd_sacct(argv: list[str]) -> int:
     else:
         fields = details.SACCT_DEFAULT
     try:
-        jobs = connect("sacct").call("sacct", compact=True, **args)
+        client = connect("sacct")
+        jobs = client.call("sacct", compact=True, **args)
     except ControllerError as exc:
         _err("sacct", str(exc))
         return 1
     rows = details.acct_rows([shown_from_wire(r) for r in jobs],
-                             with_steps=not opts.get("allocations"))
+                             with_steps=not opts.get("allocations"), cluster=client.cluster)
     delimiter = None
     if opts.get("parsable") or opts.get("parsable2"):
         delimiter = opts.get("delimiter") or "|"

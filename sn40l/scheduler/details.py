@@ -33,17 +33,18 @@ class UnknownField(KeyError):
 # -- sacct --------------------------------------------------------------------------------
 # Rows and table entries are named tuples (see sn40l.scheduler.views: cheaper to define).
 class AcctRow(namedtuple("AcctRow", "job step jobid jobid_raw name state start end exit_code "
-                                    "exit_signal cpus nnodes nodelist")):
+                                    "exit_signal cpus nnodes nodelist cluster")):
     """One sacct line: a :class:`~sn40l.scheduler.job.Job`, and ``step`` None for the job's own
     line or the :class:`~sn40l.scheduler.replies.Step`; then the values that differ between
     the two, worked out once (ids, name, state text, start/end times, exit code and signal,
-    CPUs, node count, node list)."""
+    CPUs, node count, node list), and the cluster whose controller ran the job."""
 
     __slots__ = ()
 
 
-def acct_rows(shown: list[Shown], with_steps: bool) -> list[AcctRow]:
-    """Each job's line, followed (with ``with_steps``) by its steps': batch first."""
+def acct_rows(shown: list[Shown], with_steps: bool, cluster: str = "") -> list[AcctRow]:
+    """Each job's line, followed (with ``with_steps``) by its steps': batch first.
+    ``cluster``: the name of the cluster whose controller answered (Slurm's ClusterName)."""
     rows = []
     for s in shown:
         job = s.job
@@ -55,7 +56,8 @@ def acct_rows(shown: list[Shown], with_steps: bool) -> list[AcctRow]:
         rows.append(AcctRow(job, None, job.display_id, str(job.id), job.name, state,
                             job.start_time, job.end_time, job.exit_code or 0,
                             job.exit_signal or 0, cpus, len(alloc) if alloc else job.req.nodes,
-                            hostlist.compress(sorted(alloc)) if alloc else "None assigned"))
+                            hostlist.compress(sorted(alloc)) if alloc else "None assigned",
+                            cluster))
         if not with_steps:
             continue
         for step in sorted(s.steps, key=lambda st: st.order):
@@ -63,7 +65,7 @@ def acct_rows(shown: list[Shown], with_steps: bool) -> list[AcctRow]:
                                 f"{job.id}.{step.step}", step.name, str(step.state),
                                 step.start_time, step.end_time, step.exit_code, step.exit_signal,
                                 cpus if step.cpus is None else step.cpus, len(step.nodes),
-                                hostlist.compress(step.nodes)))
+                                hostlist.compress(step.nodes), cluster))
     return rows
 
 
@@ -166,7 +168,7 @@ _SACCT = [
        else str(r.job.array_job_id)),
     _f("ArrayTaskID", 12, lambda r: "" if r.job.array_task_id is None
        else str(r.job.array_task_id)),
-    _f("Cluster", 10, lambda r: ""),  # the controller does not send a job's cluster
+    _f("Cluster", 10, lambda r: r.cluster),
     _f("Restarts", 8, lambda r: str(r.job.restarts)),
 ]
 SACCT_FIELDS: dict[str, AcctField] = {f.name.lower(): f for f in _SACCT}  # by lower-case name
@@ -265,7 +267,9 @@ def show_job(shown: Shown, now: float | None = None) -> str:
         f"SuspendTime=None SecsPreSuspend=0 LastSchedEval="
         f"{format_timestamp(job.start_time or job.eligible_time or job.submit_time)}"
         f" Scheduler=Main",
-        f"Partition={job.partition} AllocNode:Sid=localhost:0",
+        # commands reach the controller on its own host (an abstract Unix socket), and slurmctld
+        # names a submitter on its own host by its address: localhost, as the peer shows
+        f"Partition={job.partition} AllocNode:Sid=localhost:{req.alloc_sid}",
         f"ReqNodeList={hostlist.compress(req.nodelist or ()) or '(null)'} "
         f"ExcNodeList={hostlist.compress(req.exclude or ()) or '(null)'}",
         f"NodeList={hostlist.compress(sorted(alloc))}",

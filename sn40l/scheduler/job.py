@@ -92,6 +92,8 @@ class JobRequest:
     script_args: tuple[str, ...] = ()
     wrapped: bool = False
     command: str | None = None
+    submit_host: str = ""  # the submitting process's host name (SLURM_SUBMIT_HOST)
+    alloc_sid: int = 0     # the submitting process's session id (scontrol's AllocNode:Sid)
 
     @property
     def tasks_per_node(self) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import socket as std_socket
 from dataclasses import dataclass
 
 from sn40l.scheduler.errors import SubmitError
@@ -390,6 +391,7 @@ def resolve(o: dict, env: dict[str, str], cwd: str) -> dict:
     workdir = os.path.join(cwd, str(o["chdir"])) if "chdir" in o else cwd
     req["workdir"] = os.path.normpath(workdir)
     req["submit_dir"] = cwd
+    req["submit_host"], req["alloc_sid"] = std_socket.gethostname(), os.getsid(0)
     for key in ("output", "error", "input", "partition", "account", "qos", "mail_type",
                 "mail_user", "comment"):
         if key in o:
