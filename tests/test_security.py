@@ -171,6 +171,54 @@ def test_fork_server_takes_datagrams_only_from_the_controller(sec, second_user, 
     assert wait_final(root_submit("--wrap", "true", cwd=tmp_path))["state"] == "COMPLETED"
 
 
+# -- the controller's endpoint --------------------------------------------------------------
+SQUATTER = """import os, socket, sys, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind("\\0" + sys.argv[1]); s.listen(8); s.settimeout(0.1)
+print("bound", flush=True)
+got, conns = 0, []
+while not os.path.exists(sys.argv[2]):
+    try:
+        c, _ = s.accept(); c.setblocking(False); conns.append(c)
+    except socket.timeout:
+        pass
+    for c in conns:
+        try:
+            got += len(c.recv(65536))
+        except BlockingIOError:
+            pass
+print("received", got, flush=True)
+"""
+
+
+def test_commands_send_nothing_to_another_user_bound_at_the_controller_s_name(
+        second_user, user_py, tmp_path):
+    """Any local user may bind an abstract name first; root's sbatch must not hand that
+    process its script and environment, nor take its replies for the controller's."""
+    name = "squatted"
+    state = Path(os.environ["SN40L_STATE_DIR"]).resolve()
+    stop = Path(tempfile.mkdtemp()) / "stop"  # a path the user may test for
+    stop.parent.chmod(0o755)
+    squat = subprocess.Popen([user_py.exe, "-c", SQUATTER, endpoint(name, state)[1:], str(stop)],
+                             user=second_user.pw_uid, group=second_user.pw_gid, extra_groups=[],
+                             env={"PATH": "/usr/bin:/bin", **user_py.env}, cwd="/",
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert squat.stdout.readline().strip() == "bound", squat.stderr.read()
+        env = {**os.environ, "SN40L_CLUSTER": name, "SECRET_TOKEN": "hunter2"}
+        for argv in (["sbatch", "--wrap", "echo $SECRET_TOKEN"], ["squeue"]):
+            p = subprocess.run([sys.executable, "-m", "sn40l.cli", *argv], env=env,
+                               cwd=tmp_path, capture_output=True, text=True, timeout=60)
+            assert p.returncode == 1, (argv, p.stdout, p.stderr)
+            assert f"runs as uid {second_user.pw_uid}" in p.stderr
+            assert "refusing to send it anything" in p.stderr and "Traceback" not in p.stderr
+    finally:
+        stop.touch()
+        out, _ = squat.communicate(timeout=10)
+        shutil.rmtree(stop.parent)
+    assert out.strip() == "received 0"
+
+
 # -- files are opened as the user ----------------------------------------------------------
 def test_output_input_and_workdir_are_used_as_the_submitting_user(sec, second_user, user_py,
                                                                    request):

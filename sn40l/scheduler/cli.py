@@ -11,7 +11,8 @@ import os
 import sys
 import time
 
-from sn40l.scheduler.client import Client, ControllerError, ControllerUnavailable
+from sn40l.scheduler.client import (Client, ControllerError, ControllerUnavailable,
+                                    ControllerUntrusted)
 from sn40l.scheduler.connect import connect
 from sn40l.scheduler.getopt import Opt, Parser, UsageError
 from sn40l.scheduler.replies import ReplyError, job_from_wire
@@ -32,7 +33,7 @@ def run_command(name: str, argv: list[str]) -> int:
         print(exc, file=sys.stderr)
         print(f"Try \"{name} --help\" for more information", file=sys.stderr)
         return 255 if name in ("sbatch", "srun") else 1
-    except (ControllerUnavailable, ReplyError) as exc:
+    except (ControllerUnavailable, ControllerUntrusted, ReplyError) as exc:
         _err(name, str(exc))
         return 1
 

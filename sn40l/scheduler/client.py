@@ -3,7 +3,11 @@
 The endpoint's name derives from the state directory and the cluster name, so every process
 that shares ``$SN40L_STATE_DIR`` finds the same controller without files to clean up, and any
 local user can connect: the controller learns who is calling from the kernel (``SO_PEERCRED``),
-never from the request. This module imports neither Ray nor numpy, so a Slurm command costs one
+never from the request. The client checks the other way too: any local user may bind an
+abstract name, so before it sends anything the client asks the kernel who listens there and
+talks only to root, itself, or the owner of the state directory or of the controller's
+directory in it (the user the controller runs as); anyone else gets nothing, not a script nor
+an environment. This module imports neither Ray nor numpy, so a Slurm command costs one
 round trip on top of Python's start-up.
 
 Frame: 4-byte big-endian length + msgpack map. Request ``{"op": name, ...}``; reply
@@ -35,6 +39,11 @@ def cluster_name() -> str:
     return os.environ.get("SN40L_CLUSTER") or "default"
 
 
+def controller_dir(state: Path, cluster: str) -> Path:
+    """The controller's private state directory (its database, keys and job directories)."""
+    return Path(state) / "slurm" / cluster
+
+
 def endpoint(cluster: str | None = None, state: Path | None = None) -> str:
     """The abstract socket name of a cluster's controller."""
     state = Path(state or state_dir()).expanduser().resolve()
@@ -44,6 +53,10 @@ def endpoint(cluster: str | None = None, state: Path | None = None) -> str:
 
 class ControllerUnavailable(SchedulerError):
     """No controller answers at the endpoint."""
+
+
+class ControllerUntrusted(SchedulerError):
+    """The process at a controller's endpoint runs as a user no controller of it runs as."""
 
 
 class ControllerError(SchedulerError):
@@ -110,8 +123,28 @@ class Client:
                 raise ControllerUnavailable(
                     f"no controller of cluster {self.cluster!r} is running (state directory "
                     f"{self.state})") from None
+            self._check_peer(s)
             self._sock = s
         return self._sock
+
+    def _check_peer(self, s: socket.socket) -> None:
+        """Refuse (closing ``s``) a listener that is not root, us, or the owner of the state
+        directory or of the controller's directory in it: someone else who bound the
+        endpoint's name first."""
+        pid, uid, _gid = struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                          struct.calcsize("3i")))
+        trusted = {0, os.getuid()}
+        for path in (self.state, controller_dir(self.state, self.cluster)):
+            try:
+                trusted.add(path.stat().st_uid)
+            except OSError:
+                pass  # not there yet, or we may not look
+        if uid not in trusted:
+            s.close()
+            raise ControllerUntrusted(
+                f"the process listening at cluster {self.cluster!r}'s controller endpoint "
+                f"(pid {pid}) runs as uid {uid}, not as root, you, or the owner of the "
+                f"controller's state directory: refusing to send it anything")
 
     def close(self) -> None:
         if self._sock is not None:

@@ -29,7 +29,8 @@ import time
 from pathlib import Path
 
 from sn40l.scheduler import hostlist, ops, private
-from sn40l.scheduler.client import Client, ControllerUnavailable, endpoint, recv_frame, send_frame
+from sn40l.scheduler.client import (Client, ControllerUnavailable, controller_dir, endpoint,
+                                    recv_frame, send_frame)
 from sn40l.scheduler.core import SchedulerCore, Who
 from sn40l.scheduler.errors import RequestError
 from sn40l.scheduler.nodes import Partition
@@ -42,10 +43,6 @@ log = logging.getLogger("sn40l.scheduler")
 ACTOR_PREFIX = "slurmctld:"
 DEFAULT_KILL_WAIT_S = 30.0  # Slurm's KillWait
 SCHED_MIN_INTERVAL_S = 0.05  # between scheduling passes (Slurm's sched_min_interval idea)
-
-
-def controller_dir(state: Path, cluster: str) -> Path:
-    return Path(state) / "slurm" / cluster
 
 
 def _partitions(config: list[dict] | None, node_names: list[str]) -> list[Partition]:
