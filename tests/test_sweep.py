@@ -90,10 +90,10 @@ def test_yaml_sweep_resume_runs_only_missing_points(on_shared, tmp_path, capsys)
     ("workload: model\naxes: {model: tiny, tp: [0]}\n", "'tp' value 0 must be a whole number"),
     ("workload: collective\naxes: {size: 4Q}\n", "'size' value '4Q'"),
     ("workload: model\naxes: {model: tiny, spec_tokens: [2]}\n",
-     "spec_tokens need a draft model (axis draft)"),
+     "spec_tokens needs a draft model (axis draft)"),
     ("workload: model\naxes: {model: tiny, draft: tiny-draft}\n", "axis draft needs spec_tokens"),
     ("workload: model\naxes: {model: tiny, draft_placement: other}\n",
-     "draft_placement need a draft model (axis draft)"),
+     "draft_placement needs a draft model (axis draft)"),
     ("workload: model\naxes: {model: tiny, draft: tiny-draft, spec_tokens: 2, "
      "draft_placement: far}\n", "'draft_placement' value 'far'"),
 ])

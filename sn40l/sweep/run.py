@@ -81,8 +81,9 @@ def check_runnable(exp: Experiment) -> None:
         return
     loose = [k for k in SPEC_PARAMS[1:] if given.get(k)]
     if loose:
-        raise ConfigError(f"{', '.join(loose)} need a draft model (axis draft): speculative "
-                          "decoding settings without a draft would be ignored")
+        raise ConfigError(f"{', '.join(loose)} need{'s' if len(loose) == 1 else ''} a draft "
+                          "model (axis draft): speculative decoding settings without a draft "
+                          "would be ignored")
 
 
 def _shape(v: dict) -> Shape:
