@@ -401,9 +401,10 @@ class CoERuntime:
             self._seen[r] = max(self._seen.get(r, -1), end)
         self._gnow[gid] = max(self._gnow[gid], end)
 
-    def _tokens(self, gid: int, tag: str, per_rank: list[list[list[int]]]) -> list[list[int]]:
+    def _same(self, gid: int, what: str, per_rank: list) -> Any:
+        """What every socket of the group reported (they must agree), or RuntimeError."""
         if any(x != per_rank[0] for x in per_rank):
-            raise RuntimeError(f"sockets of group {gid} disagree on the tokens of {tag!r}")
+            raise RuntimeError(f"sockets of group {gid} disagree on {what}")
         return per_rank[0]
 
     def route(self, prompts: list, start: int = 0) -> tuple[list[str], int]:
@@ -425,8 +426,8 @@ class CoERuntime:
                                                       job=self.job)
                        for r in self.plan_.groups[gid].ranks])
         for j, run in enumerate(runs):
-            toks = self._tokens(gid, run.tag, [x[j].tokens for x in res])
-        end = res[0][-1].end_ns
+            toks = self._same(gid, f"the tokens of {run.tag!r}", [x[j].tokens for x in res])
+            end = self._same(gid, f"the modeled end of {run.tag!r}", [x[j].end_ns for x in res])
         self._joined(gid, end)
         names = [e.name for e in self.config.experts]
         if any(t[0] >= len(names) for t in toks):
@@ -537,7 +538,10 @@ class CoERuntime:
             for j, (k, hit, it) in enumerate(its):
                 done = [x[j] for x in per_rank]
                 d = done[0]
-                outs = self._tokens(gid, it.run.tag, [x.run.tokens for x in done])
+                outs = self._same(gid, f"the tokens of {it.run.tag!r}",
+                                  [x.run.tokens for x in done])
+                self._same(gid, f"the modeled times of {it.run.tag!r}",
+                           [(x.start_ns, x.ready_ns, x.run.end_ns) for x in done])
                 if it.switch is not None:
                     self._switched(gid, it.switch, [x.switch for x in done])
                 if it.prefetch is not None:
