@@ -141,6 +141,15 @@ class ServeOps:
         self.socket.clock.advance_to(base_ns)
         return [self._run(r, agree) for r in runs]
 
+    def engine_route_serve(self, group: str | None, base_ns: int, runs: list[Run],
+                           items: list[Item], job: int | None = None
+                           ) -> tuple[list[RunDone], list[ItemDone]]:
+        """:meth:`engine_chain` of ``runs`` from ``base_ns``, then :meth:`engine_serve` of
+        ``items`` from the chain's agreed end: a batch's router and the items of the router's
+        group in one call (the CoE runtime, for prompts the router already routed)."""
+        done = self.engine_chain(group, base_ns, runs, job)
+        return done, self.engine_serve(group, self.socket.clock.now, items, job)
+
     def engine_serve(self, group: str | None, base_ns: int, items: list[Item],
                      job: int | None = None) -> list[ItemDone]:
         """From modeled ``base_ns`` (the group's now), the items in order (see :class:`Item`);
