@@ -204,9 +204,12 @@ class TileEngine:
 
     @property
     def segments(self) -> list[dict]:
-        """The plan's weights / KV / activation segments (computed on use: engines of one
-        artifact share its plan, not copies of its segment index)."""
-        return segments(self.plan["memory"])
+        """The plan's weights / KV / activation segments (read-only: computed once per
+        artifact and kept with its kernels, which the engines of one artifact share)."""
+        segs = self._kernel_cache.get(("segments",))
+        if segs is None:
+            segs = self._kernel_cache[("segments",)] = segments(self.plan["memory"])
+        return segs
 
     def load_home(self, full: dict[str, np.ndarray] | None, home: str) -> int:
         """Place the weights and KV segments in the ``home`` tier (see the class docstring);
