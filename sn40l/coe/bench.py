@@ -3,8 +3,10 @@
 For each profile and expert count the benchmark sizes the CoE on numbers first: SN40L gets as
 many nodes as it needs (experts in socket DDR); a DGX baseline runs on exactly ``dgx_nodes``
 nodes (default 1, experts in node host memory) and a CoE that does not fit them gives an OOM row
-with the need and the capacity, never a silently larger DGX. It then brings up the nodes with
-phantom weights, loads the CoE, and serves ``rounds`` batches per
+with the need and the capacity, never a silently larger DGX. It then brings up the nodes (one
+set of socket actors for the sweep, reset to fresh sockets of each profile while the shape
+allows: :meth:`sn40l.cluster.Cluster.reprofile`), loads the CoE with
+phantom weights, and serves ``rounds`` batches per
 (batch size, decode tokens, serving mode) from a cold cache (only the router resident). Every
 router and expert run executes the compiled artifacts on the socket actors (phantom steps of a
 shape already run replay its modeled time, see :class:`sn40l.socket.engine.TileEngine`).
