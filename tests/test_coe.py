@@ -162,6 +162,71 @@ def test_a_coe_loaded_again_on_its_sockets_serves_in_the_same_modeled_time(clust
     assert all(lat > 0 and sw > 0 for lat, _, sw, _, _ in splits[0])  # misses after reset
 
 
+def test_a_batch_routed_before_is_served_in_one_call_with_the_same_results(cluster2x8):
+    """Prompts the router routed since load are served in one call per socket: the router runs
+    again ahead of the items (replayed on the sockets) and the batch gives the same experts,
+    tokens and modeled split as the first time from the same cache state. Other prompts run
+    the router first; a prediction the sockets do not confirm is an error, not a result."""
+    rt = CoERuntime(cluster2x8, load_registry(TINY4), nodes=[0])
+    rt.load()
+    try:
+        prompts = [PROMPTS["law"], PROMPTS["math"], PROMPTS["law"]]
+
+        def split(res):
+            return (res.latency_ns, res.router_ns, res.switch_ns, res.expert_ns,
+                    [(r.expert, r.hit, r.tokens, r.start_ns - res.start_ns, r.switch_ns,
+                      r.expert_ns) for r in res.requests])
+
+        first = rt.serve(prompts, 3)
+        assert len(rt._routes) == 1
+        rt.reset()
+        again = rt.serve(prompts, 3)
+        assert split(again) == split(first) and again.router_ns > 0
+        for r in again.requests:
+            assert r.tokens == _reference(rt, r.expert, prompts[r.index], 3)
+        other = rt.serve([PROMPTS["code"]], 3)  # not routed before: the router runs first
+        assert [r.expert for r in other.requests] == ["code"] and len(rt._routes) == 2
+        key = next(iter(rt._routes))
+        experts, took = rt._routes[key]
+        rt._routes[key] = (experts, took + 1)
+        with pytest.raises(RuntimeError, match="routed before"):
+            rt.serve(prompts, 3)
+    finally:
+        rt.unload()
+
+
+def test_a_cluster_reset_to_another_profile_models_as_a_fresh_one(make_cluster):
+    """Cluster.reprofile (the bench's one set of actors for all profiles) keeps the actors but
+    gives fresh sockets of the new profile: the same CoE load and batch give the same modeled
+    times, from the same clocks, as on a cluster started with that profile. A socket that
+    still holds a model refuses the reset."""
+    cfg = synthetic(4, "tiny", 8, name="reprof", serving={"max_batch": 8, "max_context": 64})
+    prompts = [f"topic{i:03d}a topic{i:03d}b" for i in (0, 1, 0, 2)]
+
+    def run(cluster):
+        rt = CoERuntime(cluster, cfg, nodes=[0])
+        rt.load()
+        try:
+            res = rt.serve(prompts, 3)
+            return [(r.expert, r.hit, r.start_ns, r.switch_ns, r.expert_ns, r.end_ns)
+                    for r in res.requests]
+        finally:
+            rt.unload()
+
+    fresh = run(make_cluster(profile="dgx-h100"))
+    reused = make_cluster(profile="sn40l")
+    run(reused)  # leaves clocks, traces, compiled plans and replay records behind
+    rt = CoERuntime(reused, cfg, nodes=[0])
+    rt.load()
+    with pytest.raises(Exception, match="still holds models"):
+        reused.reprofile("dgx-h100")
+    rt.unload()
+    reused.reprofile("dgx-h100")
+    assert reused.profile.name == "dgx-h100"
+    assert reused.call("now", ranks=range(8)) == [0] * 8
+    assert run(reused) == fresh
+
+
 def test_too_large_coe_is_refused_before_anything_is_written(cluster2x8):
     before = [len(r) for r in cluster2x8.call("regions", ranks=range(8))]
     cfg = synthetic(200, "llama2-70b", 8, name="toolarge")

@@ -370,3 +370,53 @@ def test_a_batch_already_served_replays_its_tokens_and_modeled_time(cluster2x8, 
     finally:
         on_all("engine_unload", "rp")
         destroy_group(cluster2x8, ranks, group)
+
+
+def _engine_here(art, replay: dict, tag: str, weights: dict | None):
+    """A TP1 engine on a socket in this process (no actor, no collectives)."""
+    from sn40l.hardware.profile import load_profile
+    from sn40l.socket.device import Socket, SocketId
+    from sn40l.socket.engine import TileEngine
+
+    sock = Socket(SocketId("here", 0, 0, 8), load_profile("sn40l"))
+    engine = TileEngine(sock, art.plan, 0, tag, None, replay)
+    engine.load(weights)
+    return engine
+
+
+def test_a_replayed_batch_ends_where_the_group_agreed_without_asking_again():
+    """In a serving program (``agree`` given) a batch ends at the group's agreed end; served
+    again from the same start it replays its tokens and ends as far after its start, without
+    agreeing; other prompts (real weights) or another shape (phantom) run and agree. Phantom
+    batches replay across the engines that share a replay table."""
+    m = preset("tiny")
+    art = compile_model(CompileConfig("tiny", tp=1, batch=4, seq_len=32))
+    asked = []
+
+    def agree(t):  # a peer that ended 1000 ns later
+        asked.append(t)
+        return t + 1000
+
+    eng = _engine_here(art, {}, "real", random_weights(m, 7))
+    clock = eng.socket.clock
+    first, other = [PROMPT, [7, 7, 1]], [[50, 3, 2, 2, 9, 11, 4]]
+    a = eng.generate_batch(first, NEW, agree)
+    assert len(asked) == 1 and a["end_ns"] == asked[0] + 1000 == clock.now
+    span = a["end_ns"] - a["start_ns"]
+    b = eng.generate_batch(other, NEW, agree)
+    assert len(asked) == 2 and b["tokens"] == [reference_generate(m, random_weights(m, 7),
+                                                                  other[0], NEW)[0]]
+    again = eng.generate_batch(first, NEW, agree)
+    assert len(asked) == 2  # replayed: no agreement asked
+    assert again["tokens"] == a["tokens"] and again["end_ns"] - again["start_ns"] == span
+    assert again["end_ns"] == clock.now
+
+    shared: dict = {}
+    p1, p2 = (_engine_here(art, shared, t, None) for t in ("p1", "p2"))
+    asked.clear()
+    x = p1.generate_batch([[1, 2, 3], [4, 5]], NEW, agree)
+    y = p2.generate_batch([[9, 9, 9], [8, 8]], NEW, agree)  # same shape, another engine
+    assert len(asked) == 1 and y["end_ns"] - y["start_ns"] == x["end_ns"] - x["start_ns"]
+    assert p2.socket.clock.log.events()[-1].name.startswith("replay batch")
+    p2.generate_batch([[9, 9, 9, 9]], NEW, agree)  # another shape runs and agrees
+    assert len(asked) == 2

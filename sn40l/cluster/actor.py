@@ -28,6 +28,7 @@ import numpy as np
 from sn40l.collectives.actor_ops import CollectiveOps
 from sn40l.cluster.engine_ops import EngineOps
 from sn40l.cluster.serve_ops import ServeOps
+from sn40l.errors import ConfigError
 from sn40l.hardware.profile import Profile
 from sn40l.socket.device import Socket, SocketId
 from sn40l.socket.lease import Lease
@@ -59,6 +60,7 @@ class SocketActor(CollectiveOps, EngineOps, ServeOps):
                               ident["sockets_per_node"])
         self.profile = Profile.from_dict(profile)
         self.cluster_spec = cluster_spec
+        self._trace_capacity = trace_capacity
         self.socket = Socket(self.ident, self.profile, trace_capacity)
         self._lock = threading.RLock()
         self._lease = Lease()
@@ -86,6 +88,30 @@ class SocketActor(CollectiveOps, EngineOps, ServeOps):
         called by ``Cluster.stop`` before the actor is killed. Returns :meth:`identity`."""
         for name in self.collective_groups():
             self.destroy_collective_group(name)
+        return self.identity()
+
+    def reset_socket(self, profile: dict, cluster_spec: dict) -> dict:
+        """Become a fresh socket of ``profile`` in this process (:meth:`Cluster.reprofile`):
+        empty memory, the clock at 0, an empty trace, no compiled plans or replay records, as a
+        socket actor just started with it. Refused while the socket holds a model, a collective
+        group or a lease. Returns :meth:`identity`."""
+        prof = Profile.from_dict(profile)
+        with self._lock:
+            held = [what for what, on in (("models", self._engines),
+                                          ("collective groups", self.collective_groups()),
+                                          ("a job lease", self._lease.job is not None)) if on]
+            if held:
+                raise ConfigError(f"socket {self.ident.label} still holds {' and '.join(held)}; "
+                                  "unload, destroy or release them before a reset")
+            if prof.sockets_per_node != self.ident.sockets_per_node:
+                raise ConfigError(f"profile {prof.name!r} has {prof.sockets_per_node} sockets "
+                                  f"per node, this cluster {self.ident.sockets_per_node}")
+            self.profile, self.cluster_spec = prof, cluster_spec
+            self.socket = Socket(self.ident, prof, self._trace_capacity)
+            self._plans.clear()
+            self._replays.clear()
+            self._kernels.clear()
+            self._job_owners.clear()
         return self.identity()
 
     # -- leasing --------------------------------------------------------------------------

@@ -196,6 +196,20 @@ class Cluster:
                  time.perf_counter() - t0)
         return cluster
 
+    def reprofile(self, profile: "str | Path | Profile") -> None:
+        """Make every socket a fresh socket of ``profile``, keeping its actor (empty memory,
+        clocks at 0: what :meth:`start` with that profile and this shape would give, without a
+        bring-up's seconds of wall time; for sweeps over profiles). The cluster keeps its nodes
+        and sockets per node. Refused while a socket holds a model, a collective group or a
+        lease."""
+        prof = profile if isinstance(profile, Profile) else load_profile(profile)
+        prof = _check_shape(self.spec.nodes, self.spec.sockets_per_node, prof)
+        spec = ClusterSpec(self.spec.name, self.spec.nodes, self.spec.sockets_per_node,
+                           prof.to_dict(), self.spec.ray_nodes, self.spec.detached,
+                           self.spec.trace_capacity)
+        ray.get([h.reset_socket.remote(spec.profile, spec.to_dict()) for h in self.handles])
+        self.spec, self.profile = spec, Profile.from_dict(spec.profile)
+
     def revive(self, ranks: Iterable[int] | None = None, timeout_s: float = 60.0) -> list[int]:
         """Start fresh socket actors for the dead ones among ``ranks`` (default all), under
         their old names, with empty memory (as a socket after a reset). Returns the ranks

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -217,14 +217,16 @@ class EngineOps:
         out = self._generate_batch(tag, prompts, max_new_tokens)
         return {**out, "wall_s": time.perf_counter() - wall0}
 
-    def _generate_batch(self, tag: str, prompts, max_new_tokens: int) -> dict:
+    def _generate_batch(self, tag: str, prompts, max_new_tokens: int,
+                        agree: Callable[[int], int] | None = None) -> dict:
         engine = self._engine(tag)
         vocab = engine.model.vocab
         bad = [t for p in prompts for t in p if not 0 <= int(t) < vocab]
         if not prompts or bad:
             raise ConfigError(f"prompt ids must be non-empty lists of 0..{vocab - 1}; "
                               f"bad: {bad[:5]}")
-        return engine.generate_batch([[int(t) for t in p] for p in prompts], max_new_tokens)
+        return engine.generate_batch([[int(t) for t in p] for p in prompts], max_new_tokens,
+                                     agree)
 
     def engine_activate(self, tag: str, wait: bool = True, job: int | None = None) -> dict:
         """Copy a home-loaded model's segments to HBM (``wait=False``: a prefetch)."""

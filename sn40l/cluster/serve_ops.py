@@ -10,6 +10,12 @@ each run), they agree on that latest end among themselves
 every socket performs the same operations at the same modeled times as when driven step by
 step, and the modeled numbers are the same; only the round trips are gone.
 
+Every run of a program starts at one modeled time on all sockets of the group (the program's
+base, a join, or an agreed end), so a batch the engines replay
+(:meth:`~sn40l.socket.engine.TileEngine.generate_batch`) ends where the group agreed the first
+time, as long after its start; the sockets join that end without agreeing again. The driver
+checks that every socket reports the same modeled times.
+
 Records are frozen dataclasses: :class:`Run` (a model over prompts), :class:`Switch` (evict,
 then copy an expert into HBM), :class:`Item` (one request group: its switch, run and prefetch);
 the replies are :class:`RunDone`, :class:`SwitchDone` and :class:`ItemDone`.
@@ -112,10 +118,11 @@ class ServeOps:
         tokens: list[list[int]] = []
         end = clock.now
         for i in range(0, len(run.prompts), run.max_batch):
+            # the engine joins the group's agreed end (a replayed batch: the recorded one)
             out = self._generate_batch(run.tag, run.prompts[i:i + run.max_batch],
-                                       run.new_tokens)
+                                       run.new_tokens, agree)
             tokens += out["tokens"]
-            end = clock.advance_to(agree(out["end_ns"]))
+            end = out["end_ns"]
         return RunDone(tokens, end)
 
     def _switch(self, sw: Switch, agree: Callable[[int], int]) -> SwitchDone:
@@ -133,6 +140,15 @@ class ServeOps:
         agree = self._agree(group)
         self.socket.clock.advance_to(base_ns)
         return [self._run(r, agree) for r in runs]
+
+    def engine_route_serve(self, group: str | None, base_ns: int, runs: list[Run],
+                           items: list[Item], job: int | None = None
+                           ) -> tuple[list[RunDone], list[ItemDone]]:
+        """:meth:`engine_chain` of ``runs`` from ``base_ns``, then :meth:`engine_serve` of
+        ``items`` from the chain's agreed end: a batch's router and the items of the router's
+        group in one call (the CoE runtime, for prompts the router already routed)."""
+        done = self.engine_chain(group, base_ns, runs, job)
+        return done, self.engine_serve(group, self.socket.clock.now, items, job)
 
     def engine_serve(self, group: str | None, base_ns: int, items: list[Item],
                      job: int | None = None) -> list[ItemDone]:

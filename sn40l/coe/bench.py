@@ -3,8 +3,10 @@
 For each profile and expert count the benchmark sizes the CoE on numbers first: SN40L gets as
 many nodes as it needs (experts in socket DDR); a DGX baseline runs on exactly ``dgx_nodes``
 nodes (default 1, experts in node host memory) and a CoE that does not fit them gives an OOM row
-with the need and the capacity, never a silently larger DGX. It then brings up the nodes with
-phantom weights, loads the CoE, and serves ``rounds`` batches per
+with the need and the capacity, never a silently larger DGX. It then brings up the nodes (one
+set of socket actors for the sweep, reset to fresh sockets of each profile while the shape
+allows: :meth:`sn40l.cluster.Cluster.reprofile`), loads the CoE with
+phantom weights, and serves ``rounds`` batches per
 (batch size, decode tokens, serving mode) from a cold cache (only the router resident). Every
 router and expert run executes the compiled artifacts on the socket actors (phantom steps of a
 shape already run replay its modeled time, see :class:`sn40l.socket.engine.TileEngine`).
@@ -151,9 +153,8 @@ def _oom_rows(prof_name: str, n: int, nodes: int, cfg: BenchConfig, why: str) ->
 
 def run_bench(cfg: BenchConfig, progress: Callable[[str], None] = print,
               address: str | None = None) -> dict:
-    """Run the sweep on fresh emulated clusters; returns {"rows", "footprint", "wall_s"}."""
-    from sn40l.cluster import Cluster, ensure_ray
-    from sn40l.coe.runtime import CoERuntime
+    """Run the sweep on fresh emulated sockets; returns {"rows", "footprint", "wall_s"}."""
+    from sn40l.cluster import ensure_ray
 
     cfg.check()
     ensure_ray(address)
@@ -162,62 +163,89 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] = print,
     total = (len(cfg.profiles) * len(cfg.experts) * len(cfg.batch) * len(cfg.tokens)
              * len(cfg.modes))
     done = 0
-    for prof_name in cfg.profiles:
-        profile = load_profile(prof_name)
-        coes = {n: synthetic(n, cfg.expert_model, cfg.tp,
-                             router={"preset": cfg.router} if cfg.router else None,
-                             serving={"max_batch": max(cfg.batch),
-                                      "max_context": cfg.prompt_len + max(cfg.tokens)})
-                for n in cfg.experts}
-        dgx = home_tier(profile) is Home.HOST  # a DGX baseline: a fixed node count
-        need = {n: cfg.dgx_nodes if dgx else nodes_needed(coe, profile)
-                for n, coe in coes.items()}
-        # one cluster per profile, as large as the largest CoE needs, started on first use;
-        # smaller CoEs use its first nodes (a bring-up costs seconds of wall time, a node
-        # more costs nothing modeled)
-        cluster = None
-        try:
-            for n, coe in coes.items():
-                nodes = need[n]
-                needs, router_bytes = coe_needs(coe, profile.name)
-                if n == max(cfg.experts):
-                    feet.append(footprint(profile, needs[0], cfg.tp, n, router_bytes))
-                why = dgx_refusal(coe, profile, nodes) if dgx else None
-                if why is not None:
-                    oom = _oom_rows(prof_name, n, nodes, cfg, why)
-                    rows += oom
-                    done += len(oom)
-                    progress(f"[{prof_name}] {n} x {cfg.expert_model}: OOM on {nodes} "
-                             f"node(s): {why}")
-                    continue
-                if cluster is None:
-                    cluster = Cluster.start(nodes=max(need.values()), profile=profile,
-                                            name=f"coebench-{prof_name}")
-                rt = CoERuntime(cluster, coe, nodes=list(range(nodes)))
-                info = rt.load()
-                progress(f"[{prof_name}] {n} x {cfg.expert_model} on {nodes} node(s): loaded "
-                         f"in {info['wall_s']:.1f} s wall")
-                try:
-                    for b in cfg.batch:
-                        warm, batches = split_workload(n, b, cfg.warmup, cfg.rounds,
-                                                       cfg.prompt_len, cfg.seed)
-                        for t in cfg.tokens:
-                            for mode in cfg.modes:
-                                rows.append({"profile": prof_name, "experts": n,
-                                             "nodes": nodes, "batch": b, "tokens": t,
-                                             "mode": mode,
-                                             **measure(rt, warm, batches, t, mode)})
-                                done += 1
-                                progress(f"  [{done}/{total}] {prof_name} E={n} B={b} T={t} "
-                                         f"{mode}: {rows[-1]['latency_ms']:.1f} ms/batch "
-                                         f"(modeled), hit {rows[-1]['hit_rate']:.0%}")
-                finally:
-                    rt.unload()
-        finally:
-            if cluster is not None:
-                cluster.stop()
+    held: list = []  # the sweep's cluster once started, reset to each profile in turn
+    try:
+        for prof_name in cfg.profiles:
+            rows_p, feet_p, done = _bench_profile(cfg, prof_name, held, done, total, progress)
+            rows += rows_p
+            feet += feet_p
+    finally:
+        for cluster in held:
+            cluster.stop()
     return {"config": asdict(cfg), "rows": rows, "footprint": feet,
             "wall_s": time.perf_counter() - t_all}
+
+
+def _cluster_for(held: list, profile, nodes: int):
+    """A cluster of ``nodes`` nodes of ``profile`` with fresh sockets: the one in ``held``
+    reset to the profile when its shape is the one :meth:`Cluster.start` would give (a
+    bring-up costs seconds of wall time, a reset none), else a new one, kept in ``held``."""
+    from sn40l.cluster import Cluster
+
+    if held and (held[0].spec.nodes, held[0].spec.sockets_per_node) == (
+            nodes, profile.sockets_per_node):
+        held[0].reprofile(profile)
+        return held[0]
+    while held:
+        held.pop().stop()
+    held.append(Cluster.start(nodes=nodes, profile=profile, name="coebench"))
+    return held[0]
+
+
+def _bench_profile(cfg: BenchConfig, prof_name: str, held: list, done: int, total: int,
+                   progress: Callable[[str], None]) -> tuple[list, list, int]:
+    """The sweep's rows and footprint for one profile, and the rows done so far."""
+    from sn40l.coe.runtime import CoERuntime
+
+    rows, feet = [], []
+    profile = load_profile(prof_name)
+    coes = {n: synthetic(n, cfg.expert_model, cfg.tp,
+                         router={"preset": cfg.router} if cfg.router else None,
+                         serving={"max_batch": max(cfg.batch),
+                                  "max_context": cfg.prompt_len + max(cfg.tokens)})
+            for n in cfg.experts}
+    dgx = home_tier(profile) is Home.HOST  # a DGX baseline: a fixed node count
+    need = {n: cfg.dgx_nodes if dgx else nodes_needed(coe, profile)
+            for n, coe in coes.items()}
+    # the profile's cluster, as large as the largest CoE needs, set up on first use;
+    # smaller CoEs use its first nodes (a node more costs nothing modeled)
+    cluster = None
+    for n, coe in coes.items():
+        nodes = need[n]
+        needs, router_bytes = coe_needs(coe, profile.name)
+        if n == max(cfg.experts):
+            feet.append(footprint(profile, needs[0], cfg.tp, n, router_bytes))
+        why = dgx_refusal(coe, profile, nodes) if dgx else None
+        if why is not None:
+            oom = _oom_rows(prof_name, n, nodes, cfg, why)
+            rows += oom
+            done += len(oom)
+            progress(f"[{prof_name}] {n} x {cfg.expert_model}: OOM on {nodes} "
+                     f"node(s): {why}")
+            continue
+        if cluster is None:
+            cluster = _cluster_for(held, profile, max(need.values()))
+        rt = CoERuntime(cluster, coe, nodes=list(range(nodes)))
+        info = rt.load()
+        progress(f"[{prof_name}] {n} x {cfg.expert_model} on {nodes} node(s): loaded "
+                 f"in {info['wall_s']:.1f} s wall")
+        try:
+            for b in cfg.batch:
+                warm, batches = split_workload(n, b, cfg.warmup, cfg.rounds,
+                                               cfg.prompt_len, cfg.seed)
+                for t in cfg.tokens:
+                    for mode in cfg.modes:
+                        rows.append({"profile": prof_name, "experts": n,
+                                     "nodes": nodes, "batch": b, "tokens": t,
+                                     "mode": mode,
+                                     **measure(rt, warm, batches, t, mode)})
+                        done += 1
+                        progress(f"  [{done}/{total}] {prof_name} E={n} B={b} T={t} "
+                                 f"{mode}: {rows[-1]['latency_ms']:.1f} ms/batch "
+                                 f"(modeled), hit {rows[-1]['hit_rate']:.0%}")
+        finally:
+            rt.unload()
+    return rows, feet, done
 
 
 def format_table(result: dict) -> str:

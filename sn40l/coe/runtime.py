@@ -154,6 +154,8 @@ class CoERuntime:
         self._pending: dict[tuple[int, str], int | None] = {}  # prefetches in flight: end ns
         self._groups: dict[int, str | None] = {}          # gid -> collective group name
         self._tags: dict[str, list[int]] = {}             # loaded model tag -> ranks
+        # router runs of this load -> (expert per prompt, modeled duration from its start)
+        self._routes: dict[tuple[Run, ...], tuple[list[str], int]] = {}
         self.loaded = False
 
     def tag(self, expert: str) -> str:
@@ -302,6 +304,7 @@ class CoERuntime:
                     destroy_group(self.cluster, list(g.ranks), self._groups[g.gid])
         self._groups.clear()
         self._pending.clear()
+        self._routes.clear()
         self.loaded = False
 
     def reset(self) -> None:
@@ -401,16 +404,14 @@ class CoERuntime:
             self._seen[r] = max(self._seen.get(r, -1), end)
         self._gnow[gid] = max(self._gnow[gid], end)
 
-    def _tokens(self, gid: int, tag: str, per_rank: list[list[list[int]]]) -> list[list[int]]:
+    def _same(self, gid: int, what: str, per_rank: list) -> Any:
+        """What every socket of the group reported (they must agree), or RuntimeError."""
         if any(x != per_rank[0] for x in per_rank):
-            raise RuntimeError(f"sockets of group {gid} disagree on the tokens of {tag!r}")
+            raise RuntimeError(f"sockets of group {gid} disagree on {what}")
         return per_rank[0]
 
-    def route(self, prompts: list, start: int = 0) -> tuple[list[str], int]:
-        """Run the router over the batch on node 0's router group from modeled ``start`` (or
-        the group's now, if later): the backbone's prefill, if any, then the head, in one call
-        per socket. Returns the expert per prompt and the modeled end."""
-        gid = self.plan_.router_gids[0]
+    def _router_runs(self, prompts: list) -> tuple[Run, ...]:
+        """The router's runs over the batch: the backbone's prefill, if any, then the head."""
         mb = self.config.serving.max_batch
         runs = []
         if self.router.backbone is not None:
@@ -419,20 +420,37 @@ class CoERuntime:
                             tuple(tuple(tokenize(p, vocab)) for p in prompts), 1, mb))
         runs.append(Run(self.router_tag, tuple(tuple(self.router.tokens(p)) for p in prompts),
                         1, mb))
-        ref = ray.put(runs)  # serialized once for the group, not once per socket
-        res = ray.get([self._h(r).engine_chain.remote(self._groups[gid],
-                                                      max(self._gnow[gid], start), ref,
-                                                      job=self.job)
-                       for r in self.plan_.groups[gid].ranks])
+        return tuple(runs)
+
+    def _routed(self, runs: tuple[Run, ...], res: list[list]) -> tuple[list[str], int]:
+        """The expert per prompt and the modeled end from the router group's replies (per
+        socket, per run: :class:`RunDone`)."""
+        gid = self.plan_.router_gids[0]
         for j, run in enumerate(runs):
-            toks = self._tokens(gid, run.tag, [x[j].tokens for x in res])
-        end = res[0][-1].end_ns
-        self._joined(gid, end)
+            toks = self._same(gid, f"the tokens of {run.tag!r}", [x[j].tokens for x in res])
+            end = self._same(gid, f"the modeled end of {run.tag!r}", [x[j].end_ns for x in res])
         names = [e.name for e in self.config.experts]
         if any(t[0] >= len(names) for t in toks):
             raise RuntimeError(f"the router generated a token that is not an expert index: "
                                f"{[t[0] for t in toks]}")
         return [names[t[0]] for t in toks], end
+
+    def route(self, prompts: list, start: int = 0) -> tuple[list[str], int]:
+        """Run the router over the batch on node 0's router group from modeled ``start`` (or
+        the group's now, if later): the backbone's prefill, if any, then the head, in one call
+        per socket. Returns the expert per prompt and the modeled end."""
+        return self._route(self._router_runs(prompts), start)
+
+    def _route(self, runs: tuple[Run, ...], start: int) -> tuple[list[str], int]:
+        gid = self.plan_.router_gids[0]
+        base = max(self._gnow[gid], start)
+        ref = ray.put(list(runs))  # serialized once for the group, not once per socket
+        res = ray.get([self._h(r).engine_chain.remote(self._groups[gid], base, ref, job=self.job)
+                       for r in self.plan_.groups[gid].ranks])
+        experts, end = self._routed(runs, res)
+        self._routes[runs] = (experts, end - base)
+        self._joined(gid, end)
+        return experts, end
 
     def _choose_group(self, name: str) -> int:
         homes = self.plan_.homes[name]
@@ -469,7 +487,10 @@ class CoERuntime:
         The driver decides what needs no modeled time (expert per prompt, group, hit or miss,
         evictions, prefetches) and sends each group's sockets one program
         (:meth:`~sn40l.cluster.serve_ops.ServeOps.engine_serve`): two Ray round trips per
-        batch, the router's and the experts'."""
+        batch, the router's and the experts'. A batch whose prompts the router already routed
+        since load takes one: the driver takes the experts and the router's modeled duration
+        from that earlier run, and the router group runs the router again ahead of its items in
+        the same call (its runs replay on the sockets); their replies must match."""
         if not self.loaded:
             raise ConfigError("the CoE is not loaded; call load() first")
         if not prompts:
@@ -484,7 +505,13 @@ class CoERuntime:
         plan = self.plan_
         t0 = max(self._gnow.values())
         rgid = plan.router_gids[0]
-        experts, route_end = self.route(prompts, t0)
+        runs = self._router_runs(prompts)
+        known = self._routes.get(runs)
+        if known is None:  # the router's answer decides the programs: it runs first
+            experts, route_end = self._route(runs, t0)
+        else:
+            experts, route_end = known[0], t0 + known[1]
+            self._joined(rgid, route_end)
         router_ns = route_end - t0
         if options.group_by_expert:
             order: list[tuple[str, list[int]]] = []
@@ -523,9 +550,18 @@ class CoERuntime:
             prefetch = self._plan_prefetch(order, targets, k) if options.prefetch else None
             items.setdefault(gid, []).append(
                 (k, hit, Item(run, route_end + dispatch, ready, switch, pending, prefetch)))
+        chain = None
+        if known is not None:
+            chain = ray.put(list(runs))
+            items.setdefault(rgid, [])
         refs = {}
         for gid, its in items.items():
             program = ray.put([it for _, _, it in its])  # once for the group's sockets
+            if gid == rgid and chain is not None:
+                refs[gid] = [self._h(r).engine_route_serve.remote(
+                    self._groups[gid], t0, chain, program, job=self.job)
+                    for r in plan.groups[gid].ranks]
+                continue
             refs[gid] = [self._h(r).engine_serve.remote(self._groups[gid], self._gnow[gid],
                                                         program, job=self.job)
                          for r in plan.groups[gid].ranks]
@@ -534,10 +570,19 @@ class CoERuntime:
         copied_in0, back0 = self.metrics.copied_in, self.metrics.copied_back
         for gid, its in items.items():
             per_rank: list[list[ItemDone]] = ray.get(refs[gid])
+            if gid == rgid and chain is not None:
+                routed = self._routed(runs, [x[0] for x in per_rank])
+                if routed != (experts, route_end):
+                    raise RuntimeError(f"the router, given a batch it routed before, answered "
+                                       f"{routed}, not {(experts, route_end)}")
+                per_rank = [x[1] for x in per_rank]
             for j, (k, hit, it) in enumerate(its):
                 done = [x[j] for x in per_rank]
                 d = done[0]
-                outs = self._tokens(gid, it.run.tag, [x.run.tokens for x in done])
+                outs = self._same(gid, f"the tokens of {it.run.tag!r}",
+                                  [x.run.tokens for x in done])
+                self._same(gid, f"the modeled times of {it.run.tag!r}",
+                           [(x.start_ns, x.ready_ns, x.run.end_ns) for x in done])
                 if it.switch is not None:
                     self._switched(gid, it.switch, [x.switch for x in done])
                 if it.prefetch is not None:
@@ -554,7 +599,8 @@ class CoERuntime:
                     results[i] = RequestResult(i, e, gid, plan.groups[gid].node, hit, router_ns,
                                                ready - start, end - ready, start, end,
                                                None if phantom else outs[jj])
-            self._joined(gid, per_rank[0][-1].run.end_ns)
+            if its:
+                self._joined(gid, per_rank[0][-1].run.end_ns)
         end_all = max(r.end_ns for r in results)
         m = self.metrics
         m.requests += len(prompts)

@@ -16,6 +16,7 @@ collectives when unfused.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable, Protocol
 
 import numpy as np
@@ -92,7 +93,18 @@ class _Step:
         return self.engine._rope(int(self.positions.max()) + 1)
 
 
-SERVED_BATCHES = 4096  # batches an engine remembers for replay before it starts over
+SERVED_BATCHES = 4096  # batches a replay table remembers before it starts over
+
+
+@dataclass
+class _Served:
+    """A batch served: its tokens, TTFT and modeled duration on this socket, and once a
+    serving program agreed its end with the group, the group's span from start to that end."""
+
+    tokens: tuple[tuple[int, ...], ...]
+    ttft: int
+    took: int
+    span: int | None = None
 
 
 class TileEngine:
@@ -121,9 +133,10 @@ class TileEngine:
     still carries the skew the prefill left (it is a little longer than every later one).
 
     With ``replay`` given, :meth:`generate_batch` also replays whole batches (real or phantom
-    weights): a batch it has already served on this engine (the same prompts and new tokens;
-    for phantom weights the same shape) returns the tokens it generated then and advances the
-    clock by the same modeled time, without running. Generation is a pure function of the
+    weights): a batch already served (real weights: the same prompts and new tokens on this
+    engine; phantom weights: the same shape on any engine sharing the ``replay`` table, whose
+    steps would all replay the same records) returns the tokens it generated then and advances
+    the clock by the same modeled time, without running. Generation is a pure function of the
     prompts (it starts every sequence at position 0 and writes each KV row before reading it)
     and its modeled time one of the shape (with the known error above, for ranks that start
     skewed differently), so this too changes wall time only: a sweep that serves the same
@@ -147,8 +160,8 @@ class TileEngine:
         self._ropes: dict[int, tuple[np.ndarray, float]] = {}
         self.phantom = False
         self.replay = replay
-        # batches served, by prompts (real weights) or shape (phantom): tokens, TTFT, duration
-        self._served: dict[tuple, tuple[tuple[tuple[int, ...], ...], int, int]] = {}
+        self._served: dict[tuple, _Served] = {}  # batches served (real weights), by prompts
+        self._ttft = 0
         self.layout = ""           # "symbols" or "segments", set by load / load_home
         self.home: str | None = None
         self.ready_ns = 0          # an HBM copy in flight ends then (a prefetch)
@@ -191,9 +204,12 @@ class TileEngine:
 
     @property
     def segments(self) -> list[dict]:
-        """The plan's weights / KV / activation segments (computed on use: engines of one
-        artifact share its plan, not copies of its segment index)."""
-        return segments(self.plan["memory"])
+        """The plan's weights / KV / activation segments (read-only: computed once per
+        artifact and kept with its kernels, which the engines of one artifact share)."""
+        segs = self._kernel_cache.get(("segments",))
+        if segs is None:
+            segs = self._kernel_cache[("segments",)] = segments(self.plan["memory"])
+        return segs
 
     def load_home(self, full: dict[str, np.ndarray] | None, home: str) -> int:
         """Place the weights and KV segments in the ``home`` tier (see the class docstring);
@@ -386,10 +402,18 @@ class TileEngine:
         return self._forward(list(tokens), [0] * n, list(range(pos, pos + n)), list(range(n)),
                              self._kernel_cache[("verify", n)], None)
 
-    def generate_batch(self, prompts: list[list[int]], new_tokens: int) -> dict:
+    def generate_batch(self, prompts: list[list[int]], new_tokens: int,
+                       agree: Callable[[int], int] | None = None) -> dict:
         """Greedy generation for up to ``batch`` prompts at once, one KV slot each: one prefill
         step over all prompts (priced as a padded batch of the longest), then ``new_tokens - 1``
-        decode steps of the whole batch. Joins an activation copy still in flight first."""
+        decode steps of the whole batch. Joins an activation copy still in flight first.
+
+        ``agree`` (a serving program's, :mod:`sn40l.cluster.serve_ops`: the group's latest of
+        its members' values): the batch ends where the group agrees it ends. A replayed batch
+        (see the class docstring) then ends where the group agreed the first time, as long
+        after its start, without asking again: the program starts every batch of a group at
+        one modeled time on all its sockets, so the group's latest end is the recorded one
+        (the driver checks that the sockets report the same times)."""
         b = len(prompts)
         if not 1 <= b <= self.batch:
             raise ConfigError(f"{b} prompts for {self.tag!r}: a step holds 1 to {self.batch} "
@@ -403,24 +427,45 @@ class TileEngine:
         clock = self.socket.clock
         clock.advance_to(self.ready_ns)
         start = clock.now
-        key = None
-        if self.replay is not None:  # a batch already served replays (see the class doc)
-            key = ((b, longest, new_tokens) if self.phantom
-                   else (tuple(tuple(p) for p in prompts), new_tokens))
-            done = self._served.get(key)
-            if done is not None:
-                out, ttft, took = done
-                clock.record(f"replay batch {b}x{longest}+{new_tokens}", "kernel", "compute",
-                             start, start + took)
-                clock.advance(took)
-                return self._served_batch([list(t) for t in out], ttft, start)
+        table: dict | None = None
+        key: tuple = ()
+        done: _Served | None = None
+        if self.replay is not None:  # a batch already served replays (see the class doc):
+            # phantom batches by shape, in the table shared by the artifact's engines
+            table, key = ((self.replay, ("batch", b, longest, new_tokens)) if self.phantom
+                          else (self._served, (tuple(tuple(p) for p in prompts), new_tokens)))
+            done = table.get(key)
+        if done is not None:
+            clock.record(f"replay batch {b}x{longest}+{new_tokens}", "kernel", "compute",
+                         start, start + done.took)
+            clock.advance(done.took)
+            out = [list(t) for t in done.tokens]
+        else:
+            out = self._generate(prompts, new_tokens, start)
+            done = _Served(tuple(tuple(t) for t in out), self._ttft, clock.now - start)
+            if table is not None:
+                if len(table) >= SERVED_BATCHES:
+                    table.clear()
+                table[key] = done
+        res = self._served_batch(out, done.ttft, start)
+        if agree is not None:
+            if done.span is None:
+                done.span = agree(res["end_ns"]) - start
+            res["end_ns"] = clock.advance_to(start + done.span)
+        return res
+
+    def _generate(self, prompts: list[list[int]], new_tokens: int, start: int
+                  ) -> list[list[int]]:
+        """Run :meth:`generate_batch`'s steps from modeled ``start`` (sets ``_ttft``)."""
+        clock = self.socket.clock
+        b, longest = len(prompts), max(len(p) for p in prompts)
         toks = [t for p in prompts for t in p]
         slots = [i for i, p in enumerate(prompts) for _ in p]
         pos = [j for p in prompts for j in range(len(p))]
         last = list(np.cumsum([len(p) for p in prompts]) - 1)
         logits = self._forward(toks, slots, pos, last,
                                self._kernels_for("prefill", b, longest), ("prefill", b, longest))
-        ttft = clock.now - start
+        self._ttft = clock.now - start
         out: list[list[int]] = [[] for _ in prompts]
         cur = [len(p) for p in prompts]
         for n in range(new_tokens):
@@ -432,11 +477,7 @@ class TileEngine:
             logits = self._forward(nxt, list(range(b)), cur, list(range(b)),
                                    self._kernels_for("decode", b, self.max_seq), ("decode", b))
             cur = [c + 1 for c in cur]
-        if key is not None:
-            if len(self._served) >= SERVED_BATCHES:
-                self._served.clear()
-            self._served[key] = (tuple(tuple(t) for t in out), ttft, clock.now - start)
-        return self._served_batch(out, ttft, start)
+        return out
 
     def _served_batch(self, out: list[list[int]], ttft: int, start: int) -> dict:
         """What a batch leaves behind (the last use; a KV segment written) and its reply."""
