@@ -129,9 +129,28 @@ def exit_code(rec: dict) -> str:
     return f"{rec['exit_code']}:{rec['exit_signal']}"
 
 
+SQUATTER = """import os, socket, sys, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind("\\0" + sys.argv[1]); s.listen(8); s.settimeout(0.1)
+print("bound", flush=True)
+got, conns = 0, []
+while not os.path.exists(sys.argv[2]):
+    try:
+        c, _ = s.accept(); c.setblocking(False); conns.append(c)
+    except socket.timeout:
+        pass
+    for c in conns:
+        try:
+            got += len(c.recv(65536))
+        except BlockingIOError:
+            pass
+print("received", got, flush=True)
+"""
+
+
 # -- the fork server ----------------------------------------------------------------------
-def test_fork_server_takes_datagrams_only_from_the_controller(sec, second_user, user_py,
-                                                              tmp_path):
+def test_fork_server_takes_requests_only_from_the_controller(sec, second_user, user_py,
+                                                             tmp_path):
     assert wait_final(root_submit("--wrap", "true", cwd=tmp_path))["state"] == "COMPLETED"
     state = Path(os.environ["SN40L_STATE_DIR"]).resolve()
     server = "\0sn40l-stepd" + endpoint(CLUSTER, state)[len("\0sn40l-slurmctld"):]
@@ -152,15 +171,18 @@ def test_fork_server_takes_datagrams_only_from_the_controller(sec, second_user, 
         "argv": [str(script)], "env": {}, "workdir": "/tmp", "stdout": "/dev/null",
         "stderr": "/dev/null", "uid": 0, "gid": 0}))
     # root, but not the controller: refused by the peer check
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    s.sendto(stepd.datagram(str(evil), 0, 0), server)
-    s.sendto(str(old).encode(), server)
-    s.close()
-    # another user naming uid 0, and malformed datagrams: refused, and nothing breaks
-    code = ("import socket, sys; s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n"
-            "for d in sys.argv[2:]: s.sendto(d.encode(), '\\0' + sys.argv[1])")
+    for payload in (stepd.request(str(evil), 0, 0), str(old).encode()):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        s.connect(server)
+        s.sendall(payload)
+        s.close()
+    # another user naming uid 0, and malformed requests: refused, and nothing breaks
+    code = ("import socket, sys\n"
+            "for d in sys.argv[2:]:\n"
+            "    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)\n"
+            "    s.connect('\\0' + sys.argv[1]); s.sendall(d.encode()); s.close()")
     sent = run_as(second_user, [user_py.exe, "-c", code, server[1:],
-                                stepd.datagram(str(evil), 0, 0).decode(), str(old), "x",
+                                stepd.request(str(evil), 0, 0).decode(), str(old), "x",
                                 "exit"],
                   env=user_py.env)
     assert sent.returncode == 0, sent.stderr
@@ -171,24 +193,40 @@ def test_fork_server_takes_datagrams_only_from_the_controller(sec, second_user, 
     assert wait_final(root_submit("--wrap", "true", cwd=tmp_path))["state"] == "COMPLETED"
 
 
-# -- the controller's endpoint --------------------------------------------------------------
-SQUATTER = """import os, socket, sys, time
-s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-s.bind("\\0" + sys.argv[1]); s.listen(8); s.settimeout(0.1)
-print("bound", flush=True)
-got, conns = 0, []
-while not os.path.exists(sys.argv[2]):
+def test_a_fork_server_name_bound_by_another_user_gets_no_step(sec, second_user, user_py,
+                                                               tmp_path):
+    """Another user who binds the fork server's name while no server runs is sent nothing:
+    the job fails naming that user's uid, and the next job after it goes starts normally."""
+    state = Path(os.environ["SN40L_STATE_DIR"]).resolve()
+    name = "sn40l-stepd" + endpoint(CLUSTER, state)[len("\0sn40l-slurmctld"):]
+    assert wait_final(root_submit("--wrap", "true", cwd=tmp_path))["state"] == "COMPLETED"
+    servers = [p for p in psutil.process_iter(["cmdline"])
+               if p.info["cmdline"] and name in p.info["cmdline"]]
+    assert len(servers) == 1, servers
+    servers[0].kill()  # the server of this controller ends (as it would after a crash)
+    servers[0].wait(10)
+    stop = Path(tempfile.mkdtemp()) / "stop"
+    stop.parent.chmod(0o755)
+    squat = subprocess.Popen([user_py.exe, "-c", SQUATTER.replace("SOCK_STREAM", "SOCK_SEQPACKET"),
+                              name, str(stop)],
+                             user=second_user.pw_uid, group=second_user.pw_gid, extra_groups=[],
+                             env={"PATH": "/usr/bin:/bin", **user_py.env}, cwd="/",
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        c, _ = s.accept(); c.setblocking(False); conns.append(c)
-    except socket.timeout:
-        pass
-    for c in conns:
-        try:
-            got += len(c.recv(65536))
-        except BlockingIOError:
-            pass
-print("received", got, flush=True)
-"""
+        assert squat.stdout.readline().strip() == "bound", squat.stderr.read()
+        job = root_submit("--wrap", "echo secret-step", cwd=tmp_path)
+        rec = wait_final(job)
+        assert rec["state"] == "FAILED"
+        assert f"of uid {second_user.pw_uid}" in rec["launch_error"]
+    finally:
+        stop.touch()
+        out, _ = squat.communicate(timeout=10)
+        shutil.rmtree(stop.parent)
+    assert out.strip() == "received 0"
+    assert wait_final(root_submit("--wrap", "true", cwd=tmp_path))["state"] == "COMPLETED"
+
+
+# -- the controller's endpoint --------------------------------------------------------------
 
 
 def test_commands_send_nothing_to_another_user_bound_at_the_controller_s_name(

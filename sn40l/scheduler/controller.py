@@ -123,7 +123,6 @@ class ControllerActor:
         self.steps = Supervisor(self)
         self.server_address = endpoint(cluster, self.state)
         self.stepd_name = "sn40l-stepd" + self.server_address[len("\0sn40l-slurmctld"):]
-        self.step_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.steps.reconcile()
         self.server = self._bind(self.server_address)
         self.threads = [threading.Thread(target=fn, name=name, daemon=True)

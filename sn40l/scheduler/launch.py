@@ -3,8 +3,8 @@ fork server (:mod:`sn40l.scheduler.stepd`).
 
 The controller leases the job's sockets, then :func:`write_run` puts the script and
 ``launch.json`` in the run directory (the controller's alone: 0700, files 0600; the script
-belongs to the job's user) and :func:`fork_step` asks the fork server, in an authenticated
-datagram carrying the uid/gid, to start the step as that user.
+belongs to the job's user) and :func:`fork_step` asks the fork server, over a connection whose
+two ends the kernel identifies to each other, to start the step as the job's uid/gid.
 """
 
 from __future__ import annotations
@@ -44,13 +44,14 @@ def write_run(jobdir: Path, job: Job, env: dict) -> None:
     private.private_file(jobdir / "launch.json", json.dumps(launch))
 
 
-def fork_step(sock: socket.socket, stepd_name: str, controller_address: str, jobdir: Path,
-              uid: int, gid: int, lock: threading.RLock) -> None:
+def fork_step(stepd_name: str, controller_address: str, jobdir: Path, uid: int, gid: int,
+              lock: threading.RLock) -> None:
     """Ask the step fork server ``stepd_name`` to start the step in ``jobdir`` as
-    ``uid``/``gid`` (starting the server first, under ``lock``, if it is not running)."""
+    ``uid``/``gid`` (starting the server first, under ``lock``, if it is not running).
+    :class:`~sn40l.scheduler.stepd.ServerUntrusted` if another user holds the name."""
     for _attempt in range(3):
         try:
-            sock.sendto(stepd.datagram(str(jobdir), uid, gid), "\0" + stepd_name)
+            stepd.request_step(stepd_name, str(jobdir), uid, gid, LAUNCH_TIMEOUT_S)
             return
         except (ConnectionRefusedError, FileNotFoundError):
             with lock:

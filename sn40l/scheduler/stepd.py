@@ -3,12 +3,13 @@ slurmstepd).
 
 The controller does not start a Python process per job: ``python -m sn40l.scheduler.stepd
 --serve NAME CONTROLLER`` is a small detached fork server (it outlives controller restarts)
-listening on the abstract datagram socket NAME. It accepts a datagram only from the controller:
-the kernel attaches the sender's pid and uid (``SO_PASSCRED``/``SCM_CREDENTIALS``, which a
-process cannot forge), and the server takes a datagram only from a process of its own uid whose
-pid is the pid listening on the controller's endpoint CONTROLLER (learnt with ``SO_PEERCRED``).
-Anything else is dropped and counted. Each datagram names a job directory and the uid/gid the
-step runs as; the server forks a step for it in about a millisecond.
+listening on the abstract seqpacket socket NAME. Each side of a connection learns who the other
+is from the kernel (``SO_PEERCRED``, which a process cannot forge): the server takes a request
+only from a process of its own uid whose pid is the pid listening on the controller's endpoint
+CONTROLLER, and drops and counts anything else; the controller (:func:`request_step`) sends only
+to a server of its own uid, so another user who bound NAME first is refused by uid and learns
+nothing. Each request names a job directory and the uid/gid the step runs as; the server forks
+a step for it in about a millisecond.
 ``python -m sn40l.scheduler.stepd JOBDIR`` runs one step directly as the calling user, for
 debugging.
 
@@ -100,9 +101,38 @@ class Launch:
         return cls(**data)
 
 
-def datagram(jobdir: str, uid: int, gid: int) -> bytes:
+def request(jobdir: str, uid: int, gid: int) -> bytes:
     """What the controller sends the fork server to start the step in ``jobdir``."""
     return json.dumps({"jobdir": str(jobdir), "uid": int(uid), "gid": int(gid)}).encode()
+
+
+class ServerUntrusted(Exception):
+    """The process listening at the fork server's name runs as another user."""
+
+
+def peer(conn: socket.socket) -> tuple[int, int]:
+    """(pid, uid) of the process at the other end of a connected Unix socket (kernel's word)."""
+    pid, uid, _ = _CREDS.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                _CREDS.size))
+    return pid, uid
+
+
+def request_step(name: str, jobdir: str, uid: int, gid: int, timeout_s: float) -> None:
+    """Ask the fork server at abstract ``name`` to start the step in ``jobdir`` as ``uid``/
+    ``gid``. ConnectionRefusedError or FileNotFoundError: no server listens there;
+    :class:`ServerUntrusted`: one of another uid does (it is sent nothing)."""
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        conn.settimeout(timeout_s)
+        conn.connect("\0" + name)
+        pid, owner = peer(conn)
+        if owner != os.geteuid():
+            raise ServerUntrusted(
+                f"the step fork server's name {name!r} is bound by pid {pid} of uid {owner}, "
+                f"not by the controller's uid {os.geteuid()}: the step was not sent to it")
+        conn.sendall(request(jobdir, uid, gid))
+    finally:
+        conn.close()
 
 
 def set_child_subreaper() -> None:
@@ -318,8 +348,7 @@ class _Peers:
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             probe.connect("\0" + self.controller)
-            pid, uid, _ = _CREDS.unpack(probe.getsockopt(socket.SOL_SOCKET,
-                                                         socket.SO_PEERCRED, _CREDS.size))
+            pid, uid = peer(probe)
             return pid if uid == os.geteuid() else None
         except OSError:
             return None
@@ -334,15 +363,6 @@ class _Peers:
         if pid != self.pid:
             self.pid = self.controller_pid()
         return pid == self.pid
-
-
-def _credentials(ancdata) -> tuple[int, int] | None:
-    for level, kind, data in ancdata:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and \
-                len(data) >= _CREDS.size:
-            pid, uid, _ = _CREDS.unpack(data[:_CREDS.size])
-            return pid, uid
-    return None
 
 
 def _parse_request(data: bytes) -> tuple[str, int, int] | None:
@@ -387,16 +407,16 @@ def _sweep_orphans(supervisors: set[int], scan: bool) -> bool:
 PROBE_S = 0.5
 
 def serve(name: str, controller: str | None = None) -> int:
-    """The fork server: detach, bind ``name`` (abstract), fork a step per authenticated
-    datagram. It exits as soon as the controller's endpoint ``controller`` is gone (probed
+    """The fork server: detach, bind ``name`` (abstract), fork a step per request from the
+    controller. It exits as soon as the controller's endpoint ``controller`` is gone (probed
     every half second) and no step of it runs, so ``cluster down`` leaves no server behind; a
     restarted controller starts a new server on demand."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         sock.bind("\0" + name)
     except OSError:
-        return 0  # one is already serving this controller
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        return 0  # the name is taken: a server of ours (or someone else, whom we never send to)
+    sock.listen(16)
     if os.fork() > 0:
         os._exit(0)  # the launcher returns; the server is nobody's child but init's
     os.setsid()
@@ -413,7 +433,7 @@ def serve(name: str, controller: str | None = None) -> int:
     while True:
         rescan = _sweep_orphans(supervisors, rescan)
         try:
-            data, ancdata, _flags, _addr = sock.recvmsg(65536, socket.CMSG_SPACE(_CREDS.size))
+            conn, _addr = sock.accept()
         except socket.timeout:
             if controller is None or time.monotonic() - last_probe < PROBE_S:
                 continue
@@ -421,10 +441,16 @@ def serve(name: str, controller: str | None = None) -> int:
             if peers.controller_pid() is None and not supervisors:
                 return 0
             continue
-        creds = _credentials(ancdata)
-        if creds is None or not peers.allowed(*creds):
-            peers.refused += 1  # a datagram from anyone but the controller: dropped
-            continue
+        with conn:
+            if not peers.allowed(*peer(conn)):
+                peers.refused += 1  # a connection from anyone but the controller: dropped
+                continue
+            conn.settimeout(2.0)  # the controller sends its request right after connecting
+            try:
+                data = conn.recv(65536)
+            except OSError:
+                peers.refused += 1
+                continue
         if data == b"exit":
             return 0
         req = _parse_request(data)

@@ -147,8 +147,8 @@ class Supervisor:
                                  array_tasks=tasks)
             jobdir = self.jobdir(job)
             launch.write_run(jobdir, job, env)
-            launch.fork_step(ctl.step_sock, ctl.stepd_name, ctl.server_address[1:], jobdir,
-                             job.uid, job.gid, ctl.lock)
+            launch.fork_step(ctl.stepd_name, ctl.server_address[1:], jobdir, job.uid, job.gid,
+                             ctl.lock)
         except Exception as exc:  # noqa: BLE001 - a job that cannot start fails, visibly
             log.warning("job %s failed to launch: %s", job.id, exc)
             node_fail = isinstance(exc, (ray.exceptions.RayActorError,
