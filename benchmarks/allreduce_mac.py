@@ -1,5 +1,5 @@
 """Cost of authenticating collective messages: for the sizes the transports send (a
-header-only shared-memory message, a 4 KiB star by value, a 64 KiB chunk, a 4 MiB TCP ring
+header-only shared-memory message, 4 KiB of elements by value, a 64 KiB chunk, a 4 MiB TCP ring
 piece), the whole encode + decode of one message and, within it, the two MAC computations
 (sender and receiver). Wall time on this machine, medians of 7 runs. Not a test.
 
@@ -29,7 +29,7 @@ def main() -> None:
     key, group = os.urandom(32), b"model-tp8-3"
     print(f"{'message':>28} | {'encode+decode us':>16} | {'of which MAC us':>15} | {'MAC %':>5}")
     for label, size, whole in (("header only (shm)", 0, True),
-                               ("4 KiB star by value (shm)", 4096, True),
+                               ("4 KiB by value (shm)", 4096, True),
                                ("64 KiB chunk (shm)", 65536, True),
                                ("4 MiB ring piece (net)", 4 << 20, False)):
         payload = os.urandom(size)

@@ -6,10 +6,10 @@ of op s is ready" and carries its modeled arrival time. On shared memory the chu
 in the sender's segment and the receiver reads it in place: a ring step is one fused
 ``np.add(my_input, left_chunk, out=my_chunk)``, with no staging copy and nothing on the driver.
 Over TCP (between nodes with transport ``net``, between any two members with ``tcp``) the
-chunk bytes travel inside the message, and so do the elements of a small star AllReduce (one
-datagram each way) on any transport; elements sent by value to a member reached by datagrams
-that do not fit in one go as several datagrams of the same step. Every message is MACed with
-the group's key (:mod:`sn40l.collectives.wire`).
+chunk bytes travel inside the message, and so do the elements of a tiny star AllReduce (at
+most 1 KiB, one datagram each way) on any transport; elements sent by value to a member
+reached by datagrams that do not fit in one go as several datagrams of the same step. Every
+message is MACed with the group's key (:mod:`sn40l.collectives.wire`).
 
 Virtual time emerges from the messages. Sending ``b`` bytes occupies the sender's egress port
 (engine ``p2p-tx``) for ``b / B`` and the message arrives ``alpha`` later, with ``B, alpha`` of

@@ -4,8 +4,9 @@ by a Unix datagram socket (one host) and by TCP connections (between hosts).
 On one host, messages are Unix datagrams in Linux's abstract socket namespace (no files to
 clean up). A full receive queue blocks the sender, which bounds the chunks in flight (flow
 control without extra messages); a blocked sender keeps draining its own queue meanwhile. A
-waiting thread reads the datagram socket itself and files what it reads (no hand-off through a
-reader thread: one wake-up per message); other waiters block on a condition with a deadline.
+waiting thread reads the datagram socket itself, keeps the message it awaits and files the others
+(no hand-off through a reader thread: one wake-up per message); other waiters block on a
+condition with a deadline.
 
 Between hosts, each sending member opens one TCP connection per group to each peer it sends
 to; the listener sends a random challenge, and the connection counts only once the other side
@@ -33,8 +34,7 @@ from typing import Callable
 
 from sn40l.collectives.types import Drop
 from sn40l.collectives.wire import (CHUNK_BYTES, HEAD, KIND_ABORT, KIND_DATA, KIND_HELLO,
-                                    Dropped, Message, decode, encode, frame_length,
-                                    group_of)
+                                    Dropped, Message, encode, frame_length, verify)
 from sn40l.errors import CollectiveError
 
 log = logging.getLogger("sn40l.collectives")
@@ -153,7 +153,7 @@ class Endpoint:
     # -- verifying and filing -------------------------------------------------------------
     def _verify(self, data: "bytes | bytearray", mac_payload: bool = True) -> Message | Drop:
         try:
-            return decode(data, self._keys.get(group_of(data)), mac_payload)
+            return verify(data, self._keys.get, mac_payload)
         except Dropped as exc:
             return exc.reason
         except Exception:  # noqa: BLE001 - whatever a crafted datagram does, it is dropped
@@ -281,9 +281,13 @@ class Endpoint:
                 finally:
                     cond.acquire()
                     self._reading = False
-                if msg is not None:
-                    self._file(msg)
-                cond.notify_all()
+                cond.notify_all()  # another waiter may take over reading
+                if msg is None:
+                    continue
+                if (msg.__class__ is Message and msg.kind == KIND_DATA and msg[1:5] == key
+                        and key not in self._box):
+                    return msg  # the one awaited, and nothing of its stream filed before it
+                self._file(msg)
 
     def aborted(self, group: bytes) -> str | None:
         """Why group ``group`` was aborted, or None."""

@@ -35,7 +35,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import msgpack
 
@@ -138,18 +138,17 @@ def frame_length(head: "bytes | memoryview") -> int:
     return total
 
 
-def group_of(data: "bytes | memoryview") -> bytes:
-    """The group name a message claims (before it is verified); raises Dropped."""
-    if len(data) < HEAD.size:
-        raise Dropped(Drop.MALFORMED)
-    glen = HEAD.unpack_from(data)[2]
-    return bytes(data[HEAD.size:HEAD.size + glen])
-
-
 def decode(data: "bytes | memoryview", key: bytes | None, mac_payload: bool = True) -> Message:
     """Parse and verify one message with its group's ``key`` (None: the group is unknown);
     ``mac_payload=False`` (frames of an authenticated TCP stream) accepts a MAC over the header
     alone for data messages; aborts and hellos are always verified whole."""
+    return verify(data, lambda group: key, mac_payload)
+
+
+def verify(data: "bytes | bytearray | memoryview", key_of: Callable[[bytes], "bytes | None"],
+           mac_payload: bool = True) -> Message:
+    """:func:`decode` with the key of the group the header names, ``key_of(group)`` (None:
+    unknown): what an endpoint does with each datagram or frame, parsed once."""
     if len(data) < HEAD.size + MAC_BYTES:
         raise Dropped(Drop.MALFORMED)
     (kind, dlen, glen, slen, xlen, seq, tag, src, t, off, count,
@@ -157,23 +156,26 @@ def decode(data: "bytes | memoryview", key: bytes | None, mac_payload: bool = Tr
     body = HEAD.size + glen + dlen + slen + xlen
     if kind > KIND_HELLO or body + plen + MAC_BYTES != len(data):
         raise Dropped(Drop.MALFORMED)
+    view = memoryview(data)
+    # the names, as bytes (a datagram already is; a TCP frame's header is copied, not its data)
+    head = data if type(data) is bytes else bytes(view[:body])
+    p = HEAD.size
+    group = head[p:p + glen]
+    key = key_of(group)
     if key is None:
         raise Dropped(Drop.UNKNOWN_GROUP)
-    view = memoryview(data)
     end = body + plen
     whole = mac_payload or kind != KIND_DATA
     parts = [view[:body], view[body:end]] if plen and whole else [view[:body]]
     if not hmac.compare_digest(_mac(key, parts), view[end:]):
         raise Dropped(Drop.BAD_MAC)
-    p = HEAD.size
-    group = bytes(view[p:p + glen])
     p += glen
-    dt = bytes(view[p:p + dlen])
+    dt = head[p:p + dlen]
     p += dlen
-    seg = bytes(view[p:p + slen])
+    seg = head[p:p + slen]
     p += slen
-    extra = bytes(view[p:p + xlen])
-    return Message(kind, group, seq, tag, src, t, off, count, dt, seg, extra, view[body:end])
+    return Message(kind, group, seq, tag, src, t, off, count, dt, seg, head[p:p + xlen],
+                   view[body:end])
 
 
 def pack_extra(meta: dict) -> bytes:
