@@ -28,6 +28,7 @@ import msgpack
 from sn40l.errors import SchedulerError
 
 MAX_FRAME = 64 * 1024 * 1024
+_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
 def state_dir() -> Path:
@@ -37,6 +38,12 @@ def state_dir() -> Path:
 
 def cluster_name() -> str:
     return os.environ.get("SN40L_CLUSTER") or "default"
+
+
+def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the process at the other end of a connected Unix socket, as the
+    kernel knows it (``SO_PEERCRED``: a process cannot forge it)."""
+    return _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
 
 
 def controller_dir(state: Path, cluster: str) -> Path:
@@ -131,8 +138,7 @@ class Client:
         """Refuse (closing ``s``) a listener that is not root, us, or the owner of the state
         directory or of the controller's directory in it: someone else who bound the
         endpoint's name first."""
-        pid, uid, _gid = struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                                          struct.calcsize("3i")))
+        pid, uid, _gid = peer_credentials(s)
         trusted = {0, os.getuid()}
         for path in (self.state, controller_dir(self.state, self.cluster)):
             try:

@@ -23,14 +23,13 @@ import logging
 import os
 import socket
 import socketserver
-import struct
 import threading
 import time
 from pathlib import Path
 
 from sn40l.scheduler import hostlist, ops, private
 from sn40l.scheduler.client import (Client, ControllerUnavailable, controller_dir, endpoint,
-                                    recv_frame, send_frame)
+                                    peer_credentials, recv_frame, send_frame)
 from sn40l.scheduler.core import SchedulerCore, Who
 from sn40l.scheduler.errors import RequestError
 from sn40l.scheduler.nodes import Partition
@@ -182,8 +181,7 @@ class ControllerActor:
 class _Handler(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         sock: socket.socket = self.request
-        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        pid, uid, gid = struct.unpack("3i", creds)
+        pid, uid, gid = peer_credentials(sock)
         who = Who(uid, gid, pid)
         controller: ControllerActor = self.server.controller  # type: ignore[attr-defined]
         while True:

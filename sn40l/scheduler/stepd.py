@@ -41,17 +41,17 @@ import pwd
 import signal
 import socket
 import stat
-import struct
 import sys
 import time
 from dataclasses import dataclass
+
+from sn40l.scheduler.client import peer_credentials
 
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 IO_SETUP_SIGNAL = 53  # Slurm 22.05 ends a step whose I/O cannot be set up FAILED 0:53 (observed)
 PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
 CLEANUP_S = 10.0  # bound on killing and reaping what a finished script left behind
 SCRIPT_FD = 9  # the job's script, inherited by the exec; it is run as /proc/self/fd/9
-_CREDS = struct.Struct("3i")  # struct ucred: pid, uid, gid
 LAUNCH_KEYS = frozenset({"argv", "env", "workdir", "stdout", "stderr", "stdin", "open_mode",
                          "export", "script"})
 
@@ -111,9 +111,8 @@ class ServerUntrusted(Exception):
 
 
 def peer(conn: socket.socket) -> tuple[int, int]:
-    """(pid, uid) of the process at the other end of a connected Unix socket (kernel's word)."""
-    pid, uid, _ = _CREDS.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                                _CREDS.size))
+    """(pid, uid) of the process at the other end of a connected Unix socket."""
+    pid, uid, _gid = peer_credentials(conn)
     return pid, uid
 
 

@@ -32,7 +32,6 @@ import ray
 
 from sn40l.cluster.types import DraftPlacement
 from sn40l.errors import CapacityError, CompileError, ConfigError, OutOfDeviceMemory
-from sn40l.sweep.experiment import SPEC_PARAMS
 from sn40l.sweep.types import CollectiveOp
 
 METRICS = ("ttft_ms", "tpot_ms", "tokens_per_s_per_user", "tokens_per_s", "hbm_utilisation",
