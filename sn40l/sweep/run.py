@@ -105,7 +105,7 @@ def _serving(points: list[Point]) -> dict:
 def _nodes(exp: Experiment, v: dict, serving: dict) -> int:
     if exp.workload is WorkloadKind.COE:
         return coe_nodes(v, serving)
-    return v["nodes"] + (draft_nodes(v) if exp.workload is WorkloadKind.MODEL else 0)
+    return v["nodes"] + draft_nodes(v)  # 0 but for a model point's draft on other sockets
 
 
 def plan_points(exp: Experiment, points: list[Point], attached: Cluster | None
@@ -206,7 +206,7 @@ def _one_on(exp, p: Point, rep: int, cluster: Cluster, sockets: list[int],
                 pool.close()
         per, extra = v["tp"] // v["nodes"], draft_nodes(v)
         picked = [r for n in sorted(by_node)[:v["nodes"] + extra] for r in by_node[n][:per]]
-        if len(picked) != v["tp"] * (1 + extra // v["nodes"]):
+        if len(picked) != v["tp"] * (2 if extra else 1):  # the target's, then the draft's
             raise Skip(f"the job's sockets {sockets} hold no TP {v['tp']} over "
                        f"{v['nodes']} node(s)" + (" and its draft's" if extra else ""))
         where = Placement(cluster, tuple(picked[:v["tp"]]), job, tuple(picked[v["tp"]:]))
