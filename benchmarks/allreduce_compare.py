@@ -2,6 +2,13 @@
 with gloo (TCP), and mpi4py on Open MPI, the same number of ranks, float32, the same sizes.
 Not a test.
 
+A fourth column, the star floor, is what the star's messages alone cost between Ray actors
+here: the same number of actors exchange the star's 2(n-1) Unix datagrams (elements by value)
+and reduce in numpy, with blocking receives as sn40l's sockets wait, but without MACs, modeled
+clocks or sn40l's layers. It is the time any star among actor processes that sleep while they
+wait would take on this machine, so sn40l/floor is the part of the wall time that is sn40l's
+own (sizes of one datagram only, up to 64 KiB; one host only).
+
 One host (shared memory):            --ranks 8
 Two emulated nodes over TCP (as two hosts would talk: TCP between the nodes, shared memory
 inside each; gloo is TCP between all ranks, Open MPI shared memory):
@@ -123,6 +130,77 @@ def run_mpi(world: int, sizes: list[int], iters: int) -> dict[int, float] | str:
         return {int(k): v for k, v in json.load(fh).items()}
 
 
+# -- the star's messages alone, between Ray actors --------------------------------------------
+FLOOR_MAX_BYTES = 64 * 2**10  # one datagram each way
+
+
+class _StarPeer:
+    """One rank of the floor: a Unix datagram socket and the star's messages, nothing else."""
+
+    def __init__(self, rank: int, world: int, tag: str):
+        self.rank, self.world, self.tag = rank, world, tag
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 2**20)
+        self.sock.bind(self._addr(rank))
+
+    def _addr(self, rank: int) -> bytes:
+        return f"\0sn40l-floor/{self.tag}/{rank}".encode()
+
+    def run(self, sizes: list[int], iters: int) -> dict[int, list[float]]:
+        sock, world, rank = self.sock, self.world, self.rank
+        root, peers = self._addr(0), [self._addr(r) for r in range(world)]
+        walls: dict[int, list[float]] = {}
+        for size in sizes:
+            x = np.random.default_rng(rank).standard_normal(size // 4).astype(np.float32)
+            out = np.empty_like(x)
+            walls[size] = []
+            for i in range(iters + 1):
+                if rank:  # a barrier through rank 0, as every benchmark here takes one
+                    sock.sendto(b"", root)
+                    sock.recv(16)
+                else:
+                    for _ in range(world - 1):
+                        sock.recv(16)
+                    for dst in peers[1:]:
+                        sock.sendto(b"", dst)
+                t0 = time.perf_counter()
+                if rank:
+                    sock.sendto(x.data, root)
+                    out[:] = np.frombuffer(sock.recv(size + 1), np.float32)
+                else:
+                    got = [sock.recv(size + 1) for _ in range(world - 1)]
+                    out[:] = x
+                    for data in got:
+                        np.add(out, np.frombuffer(data, np.float32), out=out)
+                    for dst in peers[1:]:
+                        sock.sendto(out.data, dst)
+                if i:
+                    walls[size].append(time.perf_counter() - t0)
+        return walls
+
+
+def run_floor(world: int, sizes: list[int], iters: int, nodes: int) -> dict[int, float] | str:
+    """Medians over iterations of the slowest rank, for the sizes of one datagram."""
+    import ray
+
+    if nodes != 1:
+        return "the floor is for one host (shared memory) only"
+    small = [s for s in sizes if s <= FLOOR_MAX_BYTES]
+    if not small:
+        return f"no size of at most {FLOOR_MAX_BYTES // 1024} KiB"
+    cls = ray.remote(num_cpus=0)(_StarPeer)
+    tag = f"{os.getpid()}-{time.monotonic_ns()}"
+    actors = [cls.remote(r, world, tag) for r in range(world)]
+    try:
+        ray.get([a.__ray_ready__.remote() for a in actors])
+        res = ray.get([a.run.remote(small, iters) for a in actors], timeout=600)
+    finally:
+        for a in actors:
+            ray.kill(a)
+    return {s: statistics.median(max(r[s][i] for r in res) for i in range(len(res[0][s])))
+            for s in small}
+
+
 def _label(size: int) -> str:
     return next((f"{size // m}{u}" for u, m in (("M", 2**20), ("K", 2**10))
                  if size % m == 0 and size >= m), str(size))
@@ -139,7 +217,7 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=1, help="emulated nodes the ranks span")
     parser.add_argument("--transport", default="auto", choices=["auto", "shm", "net", "tcp"])
     parser.add_argument("--skip", default="", help="comma list of baselines to leave out: "
-                                                   "gloo, mpi")
+                                                   "gloo, mpi, floor")
     parser.add_argument("--mpi-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -162,7 +240,8 @@ def main() -> None:
     per = n // nodes
     print(f"AllReduce, {n} ranks ({nodes} emulated node(s), transport {args.transport}), "
           f"float32, on this machine ({os.cpu_count()} cores); medians of the slowest rank "
-          f"per iteration, {args.rounds} round(s) alternating sn40l, gloo, Open MPI",
+          f"per iteration, {args.rounds} round(s) alternating sn40l, gloo, Open MPI, the star "
+          "floor",
           flush=True)
     skip = set(filter(None, args.skip.split(",")))
     ensure_ray(None)
@@ -179,8 +258,10 @@ def main() -> None:
             gloo = "skipped" if "gloo" in skip else run_gloo(n, sizes, args.iters)
             print(f"  round {k + 1}: gloo done; Open MPI ...", flush=True)
             mpi = "skipped" if "mpi" in skip else run_mpi(n, sizes, args.iters)
+            print(f"  round {k + 1}: Open MPI done; the star floor ...", flush=True)
+            floor = "skipped" if "floor" in skip else run_floor(n, sizes, args.iters, nodes)
             rounds.append({"sn40l": {s: ours[s]["wall_s"] for s in sizes}, "gloo": gloo,
-                           "mpi": mpi, "load": (load, os.getloadavg()[0]),
+                           "mpi": mpi, "floor": floor, "load": (load, os.getloadavg()[0]),
                            "modeled": {s: ours[s]["modeled_s"] for s in sizes}})
     finally:
         cluster.stop()
@@ -189,12 +270,13 @@ def main() -> None:
     med = statistics.median
 
     def wall(name, size):
-        got = [r[name][size] for r in rounds if not isinstance(r[name], str)]
+        got = [r[name][size] for r in rounds
+               if not isinstance(r[name], str) and size in r[name]]
         return med(got) if got else None
 
     def ratio(name, size):
         got = [r["sn40l"][size] / r[name][size] for r in rounds
-               if not isinstance(r[name], str)]
+               if not isinstance(r[name], str) and size in r[name]]
         return med(got) if got else None
 
     def cell(t, size, width=10):
@@ -202,27 +284,33 @@ def main() -> None:
             return f"{'n/a':>{width}} {'':>7}"
         return f"{t * 1e3:>{width}.3f} {size / t * 2 * (n - 1) / n / 1e9:>7.3f}"
 
+    def fcell(t):
+        return f"{'n/a':>8}" if t is None else f"{t * 1e3:>8.3f}"
+
     def rcell(x):
         return f"{'n/a':>7}" if x is None else f"{x:>7.2f}"
 
     print(f"\n{'size':>6} | {'sn40l ms':>10} {'busbw':>7} | {'gloo ms':>10} {'busbw':>7} | "
-          f"{'MPI ms':>10} {'busbw':>7} | {'/gloo':>7} {'/MPI':>7} | {'bound ms':>9} "
+          f"{'MPI ms':>10} {'busbw':>7} | {'floor ms':>8} | {'/gloo':>7} {'/MPI':>7} "
+          f"{'/floor':>7} | {'bound ms':>9} "
           f"{'sn40l/bound':>11} | {'modeled us':>10}")
     for size in sizes:
         bound = (n - 1) * size * (1 / b_add + 1 / b_copy)
         ours = wall("sn40l", size)
         print(f"{_label(size):>6} | {cell(ours, size)} | {cell(wall('gloo', size), size)} | "
-              f"{cell(wall('mpi', size), size)} | {rcell(ratio('gloo', size))} "
-              f"{rcell(ratio('mpi', size))} | {bound * 1e3:>9.2f} {ours / bound:>11.2f} | "
+              f"{cell(wall('mpi', size), size)} | {fcell(wall('floor', size))} | "
+              f"{rcell(ratio('gloo', size))} {rcell(ratio('mpi', size))} "
+              f"{rcell(ratio('floor', size))} | {bound * 1e3:>9.2f} {ours / bound:>11.2f} | "
               f"{med(r['modeled'][size] for r in rounds) * 1e6:>10.2f}")
-    for label, key in (("gloo", "gloo"), ("Open MPI", "mpi")):
+    for label, key in (("gloo", "gloo"), ("Open MPI", "mpi"), ("star floor", "floor")):
         notes = {r[key] for r in rounds if isinstance(r[key], str)}
         if notes:
             print(f"{label}: {'; '.join(sorted(notes))}")
     print("load average (1 min) at the start / end of each round: " + ", ".join(
         f"{a:.1f}/{b:.1f}" for a, b in (r["load"] for r in rounds)))
-    print("ms: median over rounds; /gloo, /MPI: sn40l over the baseline, median of the ratios "
-          "within each round; busbw in GB/s (nccl-tests: algbw * 2(n-1)/n); bound = "
+    print("ms: median over rounds; /gloo, /MPI, /floor: sn40l over the baseline, median of the "
+          "ratios within each round; floor: the star's datagrams alone between Ray actors "
+          f"(sizes up to {FLOOR_MAX_BYTES // 1024} KiB); busbw in GB/s (nccl-tests: algbw * 2(n-1)/n); bound = "
           f"(n-1)*S*(1/B_add + 1/B_copy) with numpy here: B_add {b_add / 1e9:.2f} GB/s, "
           f"B_copy {b_copy / 1e9:.2f} GB/s; modeled = SN40L virtual time")
 
