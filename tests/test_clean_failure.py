@@ -93,7 +93,9 @@ def test_up_allreduce_down_three_times_leaves_nothing(cli_env, tmp_path):
         record = json.loads((tmp_path / "state" / "clusters" / "default.json").read_text())
         procs = _tree(record["daemon_pid"])  # the daemon, Ray's processes, the socket actors
         sockets = _driver("allreduce", cli_env)
-        assert len(_segments(sockets)) == 8, f"cycle {cycle}: no segments to clean up?"
+        segments = _segments(sockets)  # a data segment and a doorbell per socket
+        assert len(segments) == 16, f"cycle {cycle}: no segments to clean up? {segments}"
+        assert len([s for s in segments if "-bell." in s]) == 8, segments
         assert {p.pid for p in procs} >= set(sockets)
         socket_files = _ray_socket_files(procs)
         assert socket_files, "Ray's socket files not found"

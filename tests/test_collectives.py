@@ -5,6 +5,7 @@ determinism, the Ray transport, and a peer killed mid-AllReduce."""
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from importlib import resources
 
@@ -14,6 +15,7 @@ import ray
 import yaml
 
 from sn40l.collectives import create_group, destroy_group
+from sn40l.collectives.shm import SHM_DIR
 from sn40l.errors import CollectiveError, ConfigError
 
 RAW = yaml.safe_load(resources.files("sn40l.hardware").joinpath("profiles/sn40l.yaml").read_text())
@@ -260,18 +262,80 @@ def test_dead_peer_raises_everywhere_and_survivors_carry_on(make_cluster):
     t0 = time.monotonic()
     assert ray.get(cluster.socket(0).ping.remote(), timeout=5)["rank"] == 0
     assert time.monotonic() - t0 < 2
-    dead_pid = ray.get(cluster.socket(7).ping.remote())["pid"]
-    ray.kill(cluster.socket(7))
-    t0 = time.monotonic()
-    for ref in refs:
-        with pytest.raises(CollectiveError) as err:
-            ray.get(ref, timeout=30)
-        assert "rank 7" in str(err.value) and str(dead_pid) in str(err.value)
-    assert time.monotonic() - t0 < 10
+    _kill_and_expect_named(cluster, 7, refs)
     survivors = ranks[:7]
     again = _group(cluster, survivors)
     out = _call(cluster, survivors, "allreduce", again, [x] * 7)
     np.testing.assert_array_equal(out[0]["result"]["data"], x * 7)
+    # a small star waits on doorbells, not datagrams: a member that dies is named all the same,
+    # by member 0 (which waits on its doorbell) and by the others (which wait on member 0's)
+    small = np.ones(100, np.float32)
+    refs = [cluster.socket(r).allreduce.remote(again, small, algo="star") for r in survivors[:6]]
+    time.sleep(0.5)
+    _kill_and_expect_named(cluster, 6, refs)
+
+
+def _kill_and_expect_named(cluster, rank: int, refs) -> None:
+    """Kill socket ``rank``; every call in ``refs`` must fail within 10 s, naming it and its
+    pid."""
+    dead_pid = ray.get(cluster.socket(rank).ping.remote())["pid"]
+    ray.kill(cluster.socket(rank))
+    t0 = time.monotonic()
+    for ref in refs:
+        with pytest.raises(CollectiveError) as err:
+            ray.get(ref, timeout=30)
+        assert f"rank {rank}" in str(err.value) and str(dead_pid) in str(err.value)
+    assert time.monotonic() - t0 < 10
+
+
+def test_doorbells_carry_the_same_messages_as_datagrams(cluster2x8):
+    """On one host the star AllReduce and the barrier go by doorbell (shared-memory records and
+    a futex word); over ``tcp`` the same messages go as TCP frames. Same bits, same modeled
+    times, and a member with another shape is refused by name instead of being summed."""
+    ranks = [1, 2, 5, 6]
+    pids = {r: ray.get(cluster2x8.socket(r).ping.remote())["pid"] for r in ranks}
+    inputs = [[np.random.default_rng(i).standard_normal(n).astype(np.float32) for i in ranks]
+              for n in (7, 1000, 30_000)] + [[{"shape": [5000], "dtype": "bf16", "data": None}] * 4]
+    got = {}
+    for kind in ("shm", "tcp"):
+        name = _group(cluster2x8, ranks, transport=kind)
+        try:
+            bells = [f for f in os.listdir(SHM_DIR) if "-bell." in f
+                     and any(f"-{pid}-{r}-" in f for r, pid in pids.items())]
+            assert len(bells) == (4 if kind == "shm" else 0), (kind, bells)
+            results, times = [], []
+            for xs in inputs:
+                times.append(_quiet_allreduce(cluster2x8, ranks, name, xs, "star"))
+                out = _call(cluster2x8, ranks, "allreduce", name, xs, algo="star")
+                results.append([o["result"]["data"] for o in out])
+            t0 = max(cluster2x8.call("now", ranks=ranks)) + 10**6
+            cluster2x8.call("advance_to", t0, ranks=ranks)
+            out = ray.get([cluster2x8.socket(r).barrier.remote(name) for r in ranks])
+            times.append([o["end_ns"] - t0 for o in out])
+            got[kind] = results, times
+        finally:
+            destroy_group(cluster2x8, ranks, name)
+    (shm_bits, shm_times), (tcp_bits, tcp_times) = got["shm"], got["tcp"]
+    assert shm_times == tcp_times
+    for xs, a, b in zip(inputs, shm_bits, tcp_bits):
+        for x, y in zip(a, b):
+            assert (x is None and y is None) or np.array_equal(x, y)
+        if not isinstance(xs[0], dict):  # materialized (the last inputs are phantom)
+            exact = np.sum(np.array(xs, dtype=np.float64), axis=0)
+            np.testing.assert_allclose(a[0], exact, rtol=1e-5, atol=1e-4)
+    assert not [f for f in os.listdir(SHM_DIR) if "-bell." in f
+                and any(f"-{pid}-" in f for pid in pids.values())], "doorbells left behind"
+    name = _group(cluster2x8, ranks)
+    try:
+        xs = [np.ones(5, np.float32)] * 3 + [np.ones(6, np.float32)]
+        refs = [cluster2x8.socket(r).allreduce.remote(name, x, algo="star")
+                for r, x in zip(ranks, xs)]
+        for ref in refs:
+            with pytest.raises(CollectiveError, match="member 3 has 6 elements of <f4 for this "
+                               "AllReduce, member 0 has 5 elements of <f4"):
+                ray.get(ref, timeout=30)
+    finally:
+        destroy_group(cluster2x8, ranks, name)
 
 
 def test_bench_rows_follow_nccl_tests_definitions(cluster2x8):

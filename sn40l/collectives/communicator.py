@@ -9,7 +9,10 @@ Over TCP (between nodes with transport ``net``, between any two members with ``t
 chunk bytes travel inside the message, and so do the elements of a tiny star AllReduce (at
 most 1 KiB, one datagram each way) on any transport; elements sent by value to a member
 reached by datagrams that do not fit in one go as several datagrams of the same step. Every
-message is MACed with the group's key (:mod:`sn40l.collectives.wire`).
+datagram and frame is MACed with the group's key (:mod:`sn40l.collectives.wire`). When every
+member shares this host's memory, the star AllReduce and the barrier (gather at member 0,
+release from it) exchange doorbells instead (:mod:`sn40l.collectives.doorbell`): records in the
+members' own 0600 segments, announced by a futex word.
 
 Virtual time emerges from the messages. Sending ``b`` bytes occupies the sender's egress port
 (engine ``p2p-tx``) for ``b / B`` and the message arrives ``alpha`` later, with ``B, alpha`` of
@@ -35,7 +38,9 @@ import numpy as np
 
 from sn40l.collectives.algorithms import allreduce_algorithm, star_limit_bytes
 from sn40l.collectives.algorithms.ring import ring
-from sn40l.collectives.endpoint import PeerGone
+from sn40l.collectives import doorbell
+from sn40l.collectives.doorbell import Bell, bell_name
+from sn40l.collectives.endpoint import POLL_S, PeerGone
 from sn40l.collectives.shm import Segment, pid_alive, segment_name
 from sn40l.collectives.transport import Member, Transport
 from sn40l.collectives.types import AllReduceAlgo, ReduceOp
@@ -54,6 +59,7 @@ _OPS = {o.value: o for o in ReduceOp}
 _ALGOS = {a.value: a for a in AllReduceAlgo}
 # sequence numbers of agree_max, apart from the ops' (from 0 up) and the P2P streams' (negative)
 AGREE_SEQ = 1 << 62
+BELL_POLL_S = 0.05  # how often a doorbell waiter files datagrams that came (aborts among them)
 
 
 def _dtype(code: bytes) -> np.dtype:
@@ -123,6 +129,14 @@ class Communicator:
         slow = max(self._links, key=lambda lk: lk.latency_ns)
         self._star_limit = star_limit_bytes(self.world_size, slow.latency_ns, slow.bandwidth)
         self.layout = self.node_layout()
+        # doorbells (small messages as shared-memory records, :mod:`~.doorbell`) when every
+        # member is reached through shared memory
+        self.bell: Bell | None = None
+        self._bells: dict[int, Bell] = {}
+        self._next_check = 0.0
+        if len(self._by_shm) == self.world_size and doorbell.available():
+            self.bell = Bell(bell_name(socket.ident.cluster, me.rank, me.pid, self._key),
+                             self.world_size, own=True)
 
     # -- message verbs for the algorithms --------------------------------------------------
     @staticmethod
@@ -146,7 +160,7 @@ class Communicator:
             self._own[parity] = seg
         return seg
 
-    def _peer_segment(self, name: bytes) -> Segment:
+    def peer_segment(self, name: bytes) -> Segment:
         seg = self._peers.get(name)
         if seg is None:
             seg = self._peers[name] = Segment(bytes(name).decode(), 0, create=False)
@@ -157,16 +171,7 @@ class Communicator:
                  payload: "bytes | memoryview" = b"", extra: bytes = b"") -> int:
         """Model one message on this member's egress port, send it to member ``dst``, and
         return its modeled arrival time."""
-        link = self._links[dst]
-        clock = self.socket.clock
-        duration = transfer_ns(model_bytes, link.bandwidth, 0)
-        if self.trace_messages:
-            _, end = clock.occupy("p2p-tx", duration, f"{self.name} send {tag} -> {dst}", "p2p",
-                                  bytes=model_bytes)
-        else:
-            _, end = clock.reserve("p2p-tx", duration)
-        self._sent += 1
-        arrival = end + link.latency_ns
+        arrival = self.model_send(dst, tag, model_bytes)
         whole = dst in self._by_shm  # a datagram: MACed whole
         if isinstance(payload, memoryview) and payload.format != "B":
             payload = payload.cast("B")
@@ -180,6 +185,34 @@ class Communicator:
                                   off=off, count=count, dt=dt, seg=seg, extra=extra,
                                   payload=payload, mac_payload=whole))
         return arrival
+
+    def model_send(self, dst: int, tag: int, model_bytes: int) -> int:
+        """Occupy this member's egress port with a message of ``model_bytes`` to ``dst``;
+        the message's modeled arrival time. Every sent message is modeled here, whatever
+        carries it (datagram, TCP frame or doorbell)."""
+        link = self._links[dst]
+        clock = self.socket.clock
+        duration = transfer_ns(model_bytes, link.bandwidth, 0)
+        if self.trace_messages:
+            _, end = clock.occupy("p2p-tx", duration, f"{self.name} send {tag} -> {dst}", "p2p",
+                                  bytes=model_bytes)
+        else:
+            _, end = clock.reserve("p2p-tx", duration)
+        self._sent += 1
+        return end + link.latency_ns
+
+    def model_recv(self, src: int, tag: int, arrival: int) -> None:
+        """Complete the receive of a message from ``src`` that arrives at ``arrival``: the
+        clock moves to it (a receive never moves the clock back)."""
+        clock = self.socket.clock
+        if self.trace_messages:
+            before = clock.now
+            arrival = clock.advance_to(arrival)
+            if arrival > before:
+                clock.record(f"{self.name} recv {tag} <- {src}", "p2p", "p2p-rx", before,
+                             arrival)
+        else:
+            clock.advance_to(arrival)
 
     def post(self, dst: int, seq: int, tag: int, model_bytes: int, *,
              seg: Segment | None = None, offset: int = 0,
@@ -230,24 +263,16 @@ class Communicator:
         try:
             self.transport.send(dst, parts, timeout_s)
         except PeerGone as exc:
-            self._fail(f"collective group {self.name!r}: peer {self._who(exc.index)} "
-                       f"{exc.why}")
+            self.fail(f"collective group {self.name!r}: peer {self._who(exc.index)} "
+                      f"{exc.why}")
         except TimeoutError:
-            self._fail(f"collective group {self.name!r}: peer {self._who(dst)} did "
-                       f"not accept a message within {self.timeout_s:g} s")
+            self.fail(f"collective group {self.name!r}: peer {self._who(dst)} did "
+                      f"not accept a message within {self.timeout_s:g} s")
 
     def take_msg(self, src: int, seq: int, tag: int) -> Message:
         """Wait for message (seq, tag) from ``src``; advance the clock to its arrival."""
         msg = self._wait(src, seq, tag)
-        clock = self.socket.clock
-        if self.trace_messages:
-            before = clock.now
-            arrival = clock.advance_to(msg.t)
-            if arrival > before:
-                clock.record(f"{self.name} recv {tag} <- {src}", "p2p", "p2p-rx", before,
-                             arrival)
-        else:
-            clock.advance_to(msg.t)
+        self.model_recv(src, tag, msg.t)
         return msg
 
     def _wait(self, src: int, seq: int, tag: int) -> Message:
@@ -259,15 +284,60 @@ class Communicator:
                     msg.dt).itemsize:  # the first datagram of elements sent in several
                 msg = self._rest(msg, deadline)
         except TimeoutError:
-            self._fail(f"collective group {self.name!r}: peer {self._who(src)} did not answer "
-                       f"within {self.timeout_s:g} s (op {seq}, step {tag})")
+            self.fail(f"collective group {self.name!r}: peer {self._who(src)} did not answer "
+                      f"within {self.timeout_s:g} s (op {seq}, step {tag})")
         except PeerGone as exc:
-            self._fail(f"collective group {self.name!r}: peer {self._who(exc.index)} "
-                       f"{exc.why}")
+            self.fail(f"collective group {self.name!r}: peer {self._who(exc.index)} "
+                      f"{exc.why}")
         except CollectiveError as exc:
             self._broken = str(exc)
             raise
         return msg
+
+    def wait_bell(self, src: int, seq: int, tag: int) -> tuple[Bell, int, bytes, bytes]:
+        """``src``'s doorbell once it rang for op ``seq``: (its bell, element count, dtype,
+        data segment name); the group's failure raised as :meth:`_wait` raises it."""
+        deadline = time.monotonic() + self.timeout_s
+        try:
+            bell = self._bells.get(src) or self._open_bell(src, deadline)
+            return (bell, *bell.wait(seq, deadline, self._bell_poll, BELL_POLL_S))
+        except TimeoutError:
+            self.fail(f"collective group {self.name!r}: peer {self._who(src)} did not answer "
+                      f"within {self.timeout_s:g} s (op {seq}, step {tag})")
+        except ConnectionAbortedError:
+            self.fail(f"collective group {self.name!r}: peer {self._who(src)} aborted it")
+        except PermissionError as exc:
+            self.fail(f"collective group {self.name!r}: {exc}")
+        except CollectiveError as exc:
+            self._broken = str(exc)
+            raise
+
+    def _open_bell(self, src: int, deadline: float) -> Bell:
+        """Map member ``src``'s doorbell (it makes it when it joins the group)."""
+        m = self.members[src]
+        name = bell_name(self.socket.ident.cluster, m.rank, m.pid, self._key)
+        while True:
+            try:
+                bell = self._bells[src] = Bell(name, self.world_size, own=False)
+                return bell
+            except FileNotFoundError:
+                if time.monotonic() >= deadline:
+                    raise TimeoutError from None
+                self._bell_poll()
+                time.sleep(0.001)
+
+    def _bell_poll(self) -> None:
+        """While waiting on a doorbell: file datagrams that came meanwhile (an abort among
+        them raises), and every POLL_S check that the peers live."""
+        ep = self.transport.endpoint
+        ep.drain()
+        why = ep.aborted(self._gname)
+        if why is not None:
+            raise CollectiveError(why)
+        now = time.monotonic()
+        if now >= self._next_check:
+            self._next_check = now + POLL_S
+            self._check_peers()
 
     def _rest(self, first: Message, deadline: float) -> Message:
         """The whole message whose first datagram is ``first``: the other datagrams of its
@@ -293,7 +363,7 @@ class Communicator:
         if msg.count < 0:
             return None
         if msg.seg:
-            return self._peer_segment(msg.seg).flat(msg.off, msg.count, _dtype(msg.dt))
+            return self.peer_segment(msg.seg).flat(msg.off, msg.count, _dtype(msg.dt))
         return np.frombuffer(msg.payload, _dtype(msg.dt), msg.count)
 
     def take(self, src: int, seq: int, tag: int) -> np.ndarray | None:
@@ -340,14 +410,14 @@ class Communicator:
         """Raise when a member on this host has died or the transport lost one."""
         for m in self.members:
             if m.index in self._same_host and m.index != self.rank and not pid_alive(m.pid):
-                self._fail(f"collective group {self.name!r}: peer {self._who(m.index)} died")
+                self.fail(f"collective group {self.name!r}: peer {self._who(m.index)} died")
         try:
             self.transport.check()
         except PeerGone as exc:
-            self._fail(f"collective group {self.name!r}: peer {self._who(exc.index)} "
-                       f"{exc.why}")
+            self.fail(f"collective group {self.name!r}: peer {self._who(exc.index)} "
+                      f"{exc.why}")
 
-    def _fail(self, why: str) -> None:
+    def fail(self, why: str) -> None:
         """Tell every member to abort this group, then raise."""
         self._broken = why
         data = encode_abort(self._key, self._gname, self.rank, why)
@@ -358,6 +428,8 @@ class Communicator:
                 self.transport.send(m.index, data, timeout_s=1.0)
             except Exception:  # noqa: BLE001 - best effort: that peer may be the dead one
                 pass
+        if self.bell is not None:  # members asleep on this doorbell wake and read the abort
+            self.bell.abort()
         raise CollectiveError(why)
 
     def _start(self) -> int:
@@ -499,7 +571,9 @@ class Communicator:
         with self._lock:
             seq = self._start()
             t0, sent0 = self.socket.clock.now, self._sent
-            if self.rank != 0:
+            if self.bell is not None:
+                self._barrier_by_bell(seq)
+            elif self.rank != 0:
                 self.send_msg(0, seq, 0, 0)
                 self.take_msg(0, seq, 1)
             else:
@@ -509,6 +583,25 @@ class Communicator:
                             for dst in range(1, self.world_size)), default=0)
                 self.socket.clock.advance_to(last)
             self._record("barrier", t0, sent0, 0)
+
+    def _barrier_by_bell(self, seq: int) -> None:
+        """The barrier's messages as doorbells (:mod:`~.doorbell`): member 0 rings once to
+        release everyone, with each member's modeled release time."""
+        bell = self.bell
+        if self.rank != 0:
+            bell.stamps[0] = self.model_send(0, 0, 0)
+            bell.ring(seq, -1, b"", b"")
+            root = self.wait_bell(0, seq, 1)[0]
+            self.model_recv(0, 1, int(root.stamps[self.rank]))
+            return
+        for src in range(1, self.world_size):
+            peer = self.wait_bell(src, seq, 0)[0]
+            self.model_recv(src, 0, int(peer.stamps[0]))
+        stamps = bell.stamps
+        for dst in range(1, self.world_size):
+            stamps[dst] = self.model_send(dst, 1, 0)
+        bell.ring(seq, -1, b"", b"")
+        self.socket.clock.advance_to(int(stamps[1:].max()))
 
     def agree_max(self, value: int) -> int:
         """The largest of the members' ``value``, returned to every member: the step where a
@@ -586,8 +679,13 @@ class Communicator:
             seg.close()
         for seg in self._peers.values():
             seg.close()
+        for bell in [self.bell, *self._bells.values()]:
+            if bell is not None:
+                bell.close()
+        self.bell = None
         self._own.clear()
         self._peers.clear()
+        self._bells.clear()
         self.transport.close()
         self.transport.endpoint.forget(self._gname)
 

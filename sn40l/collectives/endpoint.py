@@ -145,7 +145,11 @@ class Endpoint:
             self._cond.notify_all()
 
     def stats(self) -> dict:
-        """Dropped datagrams and frames by reason, and the TCP connections accepted."""
+        """Dropped datagrams and frames by reason, and the TCP connections accepted (datagrams
+        still waiting in the socket are read first: a group whose collectives go by doorbell
+        may not read its socket for a while)."""
+        if self._rx is not None:
+            self.drain()
         with self._cond:
             return {"dropped": {d.value: n for d, n in self._drops.items()},
                     "accepted_connections": self._accepted}

@@ -66,14 +66,14 @@ class Segment:
 _PREFIX = "sn40l-"
 
 
-def segment_name(cluster: str, rank: int, uniq: str) -> str:
-    """The name of a segment that socket ``rank`` of ``cluster`` creates in this process:
-    ``sn40l-<cluster>-<owner pid>-<rank>-<uniq>``. The owner's pid tells a sweep whether the
-    segment is still in use; the cluster name tells a reader whose it is. ``uniq`` must not
-    contain '-' (names are parsed from the right, so cluster names may)."""
+def segment_name(cluster: str, rank: int, uniq: str, pid: int | None = None) -> str:
+    """The name of a segment that socket ``rank`` of ``cluster`` creates in process ``pid``
+    (default: this one): ``sn40l-<cluster>-<owner pid>-<rank>-<uniq>``. The owner's pid tells
+    a sweep whether the segment is still in use; the cluster name tells a reader whose it is.
+    ``uniq`` must not contain '-' (names are parsed from the right, so cluster names may)."""
     if "-" in uniq or not uniq:
         raise ValueError(f"segment suffix {uniq!r} must be non-empty without '-'")
-    return f"{_PREFIX}{cluster}-{os.getpid()}-{rank}-{uniq}"
+    return f"{_PREFIX}{cluster}-{os.getpid() if pid is None else pid}-{rank}-{uniq}"
 
 
 def segment_owner(name: str) -> tuple[str, int] | None:

@@ -1,5 +1,11 @@
 """The star AllReduce of small tensors: every member sends to member 0, which reduces in rank
-order and sends the result back (2(n-1) messages in all; 2 on a non-root member)."""
+order and sends the result back (2(n-1) messages in all; 2 on a non-root member).
+
+When every member is on this host the messages are doorbells (:mod:`~..doorbell`): each
+member's input stays in its segment and its doorbell says so; member 0 reads the inputs in
+place as they come, writes the result into its segment, and one ring of its doorbell (with the
+arrival time of each member's copy) releases every member. Otherwise they are datagrams and TCP
+frames, the elements of a tensor of at most :data:`BY_VALUE_BYTES` inside them."""
 
 from __future__ import annotations
 
@@ -18,6 +24,11 @@ if TYPE_CHECKING:
 # (sender and receiver, ~3.5 us each here) costs more than the segment copy and view that
 # replace it (~2 us); at 64 KiB the root alone hashed 14 x 64 KiB (~45 us each) per AllReduce.
 BY_VALUE_BYTES = 1024
+# Largest tensor the doorbell path carries: copies this small are made with ordinary stores,
+# which x86-64 makes visible in order (a copy of megabytes may use non-temporal stores, which it
+# does not order), and larger AllReduces are the ring's anyway (the star limit of 8 or 16 SN40L
+# sockets is about 200 KB).
+BELL_MAX_BYTES = 256 * 2**10
 
 
 def star_limit_bytes(n: int, latency_ns: int, bandwidth: int) -> int:
@@ -38,6 +49,8 @@ def allreduce_star(comm: "Communicator", t: Tensor, op: ReduceOp, seq: int,
                    out: np.ndarray | None) -> Tensor:
     """Star through member 0; by value for tensors of at most :data:`BY_VALUE_BYTES`."""
     n, root = comm.world_size, 0
+    if comm.bell is not None and (t.is_phantom or t.data.nbytes <= BELL_MAX_BYTES):
+        return _by_bell(comm, t, op, seq, out)
     if not t.is_phantom and t.data.nbytes <= BY_VALUE_BYTES:
         return _by_value(comm, t, op, seq, out)
     w = comm.prepare(t, seq)
@@ -84,3 +97,57 @@ def _by_value(comm: "Communicator", t: Tensor, op: ReduceOp, seq: int,
     for dst in range(1, comm.world_size):
         comm.send_msg(dst, seq, 1, t.nbytes, count=size, dt=code, payload=dest.data)
     return comm.wrap(t, dest)
+
+
+def _by_bell(comm: "Communicator", t: Tensor, op: ReduceOp, seq: int,
+             out: np.ndarray | None) -> Tensor:
+    """The star over doorbells: the same messages, modeled the same way, in shared memory."""
+    w = comm.prepare(t, seq)
+    model_bytes = t.numel * w.item
+    if w.buf is None:
+        count, code, name = -1, b"", b""
+    else:
+        count, code, name = w.x.size, comm.code(w.x.dtype), w.seg.name_bytes
+    bell = comm.bell
+    if comm.rank != 0:
+        if w.buf is not None:
+            w.buf[:] = w.x
+        bell.stamps[0] = comm.model_send(0, 0, model_bytes)
+        bell.ring(seq, count, code, name)
+        root, got, dt, seg = comm.wait_bell(0, seq, 1)
+        _check(comm, 0, got, dt, count, code)
+        comm.model_recv(0, 1, int(root.stamps[comm.rank]))
+        dest = comm.dest(t, out)
+        if dest is not None:
+            dest[:] = comm.peer_segment(seg).flat(0, count, w.x.dtype)
+        return comm.wrap(t, dest)
+    ufunc = op.ufunc
+    for src in range(1, comm.world_size):  # rank order 0, 1, ..., n-1 as in every algorithm
+        peer, got, dt, seg = comm.wait_bell(src, seq, 0)
+        _check(comm, src, got, dt, count, code)
+        comm.model_recv(src, 0, int(peer.stamps[0]))
+        if w.buf is not None:
+            view = comm.peer_segment(seg).flat(0, count, w.x.dtype)
+            if src == 1:
+                ufunc(w.x, view, out=w.buf)
+            else:
+                ufunc(w.buf, view, out=w.buf)
+    stamps = bell.stamps
+    for dst in range(1, comm.world_size):
+        stamps[dst] = comm.model_send(dst, 1, model_bytes)
+    dest = comm.dest(t, out)
+    if dest is not None:
+        dest[:] = w.buf
+    bell.ring(seq, count, code, name)
+    return comm.wrap(t, dest)
+
+
+def _check(comm: "Communicator", src: int, count: int, dtype: bytes, want: int,
+           want_dtype: bytes) -> None:
+    """Refuse a peer's input or result of another size or dtype than this member's."""
+    if (count, dtype) != (want, want_dtype):
+        def what(c, d):
+            return "no data (a phantom tensor)" if c < 0 else f"{c} elements of {d.decode()}"
+        comm.fail(f"collective group {comm.name!r}: member {src} has {what(count, dtype)} "
+                  f"for this AllReduce, member {comm.rank} has {what(want, want_dtype)}; "
+                  "every member must pass the same shape and dtype")
