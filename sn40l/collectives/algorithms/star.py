@@ -135,10 +135,11 @@ def _by_bell(comm: "Communicator", t: Tensor, op: ReduceOp, seq: int,
     stamps = bell.stamps
     for dst in range(1, comm.world_size):
         stamps[dst] = comm.model_send(dst, 1, model_bytes)
+    bell.ring(seq, count, code, name)
+    # after the ring, as with datagrams: a bad ``out`` fails this member only, not the others
     dest = comm.dest(t, out)
     if dest is not None:
         dest[:] = w.buf
-    bell.ring(seq, count, code, name)
     return comm.wrap(t, dest)
 
 
