@@ -4,6 +4,10 @@ determinism, leasing, phantom capacity at trillion-parameter scale, health and s
 from __future__ import annotations
 
 import math
+import os
+import shutil
+import subprocess
+import sys
 from importlib import resources
 
 import numpy as np
@@ -128,3 +132,39 @@ def test_status_reports_each_socket_and_a_dead_one(make_cluster):
     assert [r["state"] for r in rows] == ["up"] * 5 + ["down"] + ["up"] * 2
     assert rows[2]["tiers"]["hbm"]["used"] == 2048
     assert rows[0]["node"] == "sn00" and rows[7]["socket"] == 7
+
+
+DRIVE = """
+import sys
+from sn40l.cluster import Cluster, ensure_ray
+from sn40l.errors import ClusterError
+ensure_ray(None)
+try:
+    Cluster.start(nodes=1, name="provenance")
+except ClusterError as exc:
+    print(exc)
+    sys.exit(3)
+print("started")
+"""
+
+
+def test_sockets_that_run_other_sn40l_code_are_refused(tmp_path, cluster2x8):
+    """A driver started inside a directory holding another sn40l: Ray's workers import that
+    one, the driver its own. The start is refused, naming both, instead of running on."""
+    from sn40l.provenance import PACKAGE_DIR, code_digest
+
+    assert {p["code"] for p in cluster2x8.wait_healthy()} == {code_digest()}
+    other = tmp_path / "sn40l"
+    shutil.copytree(PACKAGE_DIR, other, ignore=shutil.ignore_patterns("__pycache__"))
+    with open(other / "provenance.py", "a") as fh:
+        fh.write("# another version\n")
+    script = tmp_path / "bin" / "drive.py"
+    script.parent.mkdir()
+    script.write_text(DRIVE)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+    res = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=180)
+    assert res.returncode == 3, (res.stdout, res.stderr)
+    assert "run other sn40l code than this process" in res.stdout
+    assert str(other) in res.stdout and str(PACKAGE_DIR) in res.stdout
+    assert "Traceback" not in res.stdout + res.stderr

@@ -30,6 +30,7 @@ from sn40l.cluster.engine_ops import EngineOps
 from sn40l.cluster.serve_ops import ServeOps
 from sn40l.errors import ConfigError
 from sn40l.hardware.profile import Profile
+from sn40l.provenance import provenance
 from sn40l.socket.device import Socket, SocketId
 from sn40l.socket.lease import Lease
 from sn40l.socket.tensor import Tensor
@@ -74,11 +75,13 @@ class SocketActor(CollectiveOps, EngineOps, ServeOps):
                 "profile": self.profile.name}
 
     def ping(self) -> dict:
-        """Health and state: identity, job lease, modeled now, RSS of this process."""
+        """Health and state: identity, the sn40l code it runs (:mod:`sn40l.provenance`), job
+        lease, modeled now, RSS of this process."""
         import psutil  # noqa: PLC0415 - psutil is only needed for this report
 
-        return {**self.identity(), "job": self._lease.job, "now_ns": self.socket.clock.now,
-                "rss": psutil.Process().memory_info().rss, "uptime_s": time.time() - self._started}
+        return {**self.identity(), **provenance(), "job": self._lease.job,
+                "now_ns": self.socket.clock.now, "rss": psutil.Process().memory_info().rss,
+                "uptime_s": time.time() - self._started}
 
     def get_cluster_spec(self) -> dict:
         return self.cluster_spec

@@ -24,6 +24,7 @@ from sn40l.cluster.rayauth import prepare_auth
 from sn40l.cluster.record import check_cluster_name, node_name
 from sn40l.errors import ClusterError, ConfigError
 from sn40l.hardware.profile import Profile, load_profile
+from sn40l.provenance import provenance
 from sn40l.socket.device import SocketId
 
 log = logging.getLogger("sn40l.cluster")
@@ -332,11 +333,25 @@ class Cluster:
         return ray.get(refs, timeout=timeout_s)
 
     def wait_healthy(self, timeout_s: float = 60.0) -> list[dict]:
+        """Every socket's :meth:`SocketActor.ping`, once all answer; a socket that runs other
+        sn40l code than this process is refused by name (:mod:`sn40l.provenance`)."""
         try:
-            return self.call("ping", timeout_s=timeout_s)
+            pings = self.call("ping", timeout_s=timeout_s)
         except ray.exceptions.GetTimeoutError:
             raise ClusterError(f"cluster {self.spec.name!r}: sockets did not answer within "
                                f"{timeout_s:.0f} s") from None
+        mine = provenance()
+        other = [p for p in pings if p.get("code") != mine["code"]]
+        if other:
+            p = other[0]
+            raise ClusterError(
+                f"cluster {self.spec.name!r}: {len(other)} socket(s) run other sn40l code than "
+                f"this process, e.g. socket {p['label']} on {p['host']} (pid {p['pid']}) "
+                f"runs {p.get('code_dir')} (code {p.get('code')}) while this process runs "
+                f"{mine['code_dir']} (code {mine['code']}); install the same sn40l everywhere, "
+                "and start drivers outside a source checkout of another version (Ray's "
+                "workers import from the driver's working directory first)")
+        return pings
 
     def status(self, timeout_s: float = 10.0) -> list[dict]:
         """One row per socket: identity, state ('up'/'down'), job, per-tier used/free."""
