@@ -325,6 +325,12 @@ def test_doorbells_carry_the_same_messages_as_datagrams(cluster2x8):
             np.testing.assert_allclose(a[0], exact, rtol=1e-5, atol=1e-4)
     assert not [f for f in os.listdir(SHM_DIR) if "-bell." in f
                 and any(f"-{pid}-" in f for pid in pids.values())], "doorbells left behind"
+    alone = _group(cluster2x8, [3])  # a group of one has a doorbell and nobody to ring
+    try:
+        out = ray.get(cluster2x8.socket(3).barrier.remote(alone))
+        assert out["end_ns"] == out["start_ns"]
+    finally:
+        destroy_group(cluster2x8, [3], alone)
     name = _group(cluster2x8, ranks)
     try:
         xs = [np.ones(5, np.float32)] * 3 + [np.ones(6, np.float32)]

@@ -33,6 +33,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 
@@ -283,16 +284,25 @@ class Communicator:
             if msg.count > 0 and not msg.seg and len(msg.payload) < msg.count * _dtype(
                     msg.dt).itemsize:  # the first datagram of elements sent in several
                 msg = self._rest(msg, deadline)
-        except TimeoutError:
-            self.fail(f"collective group {self.name!r}: peer {self._who(src)} did not answer "
-                      f"within {self.timeout_s:g} s (op {seq}, step {tag})")
-        except PeerGone as exc:
-            self.fail(f"collective group {self.name!r}: peer {self._who(exc.index)} "
-                      f"{exc.why}")
+        except (TimeoutError, PeerGone) as exc:
+            self._waited_in_vain(exc, src, seq, tag)
         except CollectiveError as exc:
             self._broken = str(exc)
             raise
         return msg
+
+    def _waited_in_vain(self, exc: Exception, src: int, seq: int, tag: int) -> None:
+        """Fail the group for a wait on ``src`` (op ``seq``, step ``tag``) that ended in
+        ``exc``, naming the member: gone, aborted, not this user's, or silent too long."""
+        where = f"collective group {self.name!r}: peer"
+        if isinstance(exc, PeerGone):
+            self.fail(f"{where} {self._who(exc.index)} {exc.why}")
+        if isinstance(exc, ConnectionAbortedError):
+            self.fail(f"{where} {self._who(src)} aborted it")
+        if isinstance(exc, PermissionError):
+            self.fail(f"collective group {self.name!r}: {exc}")
+        self.fail(f"{where} {self._who(src)} did not answer within {self.timeout_s:g} s "
+                  f"(op {seq}, step {tag})")
 
     def wait_bell(self, src: int, seq: int, tag: int) -> tuple[Bell, int, bytes, bytes]:
         """``src``'s doorbell once it rang for op ``seq``: (its bell, element count, dtype,
@@ -301,16 +311,41 @@ class Communicator:
         try:
             bell = self._bells.get(src) or self._open_bell(src, deadline)
             return (bell, *bell.wait(seq, deadline, self._bell_poll, BELL_POLL_S))
-        except TimeoutError:
-            self.fail(f"collective group {self.name!r}: peer {self._who(src)} did not answer "
-                      f"within {self.timeout_s:g} s (op {seq}, step {tag})")
-        except ConnectionAbortedError:
-            self.fail(f"collective group {self.name!r}: peer {self._who(src)} aborted it")
-        except PermissionError as exc:
-            self.fail(f"collective group {self.name!r}: {exc}")
+        except (TimeoutError, ConnectionAbortedError, PermissionError) as exc:
+            self._waited_in_vain(exc, src, seq, tag)
         except CollectiveError as exc:
             self._broken = str(exc)
             raise
+
+    def bell_to_root(self, seq: int, model_bytes: int, count: int, dtype: bytes,
+                     seg: bytes) -> tuple[int, bytes, bytes]:
+        """A member other than 0 in a star over doorbells: ring member 0 with this member's
+        record (``model_bytes`` modeled), wait for member 0's answer and receive it in modeled
+        time. Member 0's (count, dtype, data segment)."""
+        bell = self.bell
+        bell.stamps[0] = self.model_send(0, 0, model_bytes)
+        bell.ring(seq, count, dtype, seg)
+        root, got, dt, name = self.wait_bell(0, seq, 1)
+        self.model_recv(0, 1, int(root.stamps[self.rank]))
+        return got, dt, name
+
+    def bells_at_root(self, seq: int) -> Iterator[tuple[int, int, bytes, bytes]]:
+        """Member 0 in a star over doorbells: every other member's record as it rings, in rank
+        order, received in modeled time: (member, count, dtype, data segment)."""
+        for src in range(1, self.world_size):
+            peer, got, dt, name = self.wait_bell(src, seq, 0)
+            self.model_recv(src, 0, int(peer.stamps[0]))
+            yield src, got, dt, name
+
+    def release_from_root(self, seq: int, model_bytes: int, count: int, dtype: bytes,
+                          seg: bytes) -> int:
+        """Member 0 in a star over doorbells: answer every member with one ring, each message
+        modeled on member 0's port in rank order. The last modeled arrival."""
+        stamps = self.bell.stamps
+        for dst in range(1, self.world_size):
+            stamps[dst] = self.model_send(dst, 1, model_bytes)
+        self.bell.ring(seq, count, dtype, seg)
+        return int(stamps[1:].max(initial=0))  # a group of one has nobody to answer
 
     def _open_bell(self, src: int, deadline: float) -> Bell:
         """Map member ``src``'s doorbell (it makes it when it joins the group)."""
@@ -571,8 +606,12 @@ class Communicator:
         with self._lock:
             seq = self._start()
             t0, sent0 = self.socket.clock.now, self._sent
-            if self.bell is not None:
-                self._barrier_by_bell(seq)
+            if self.bell is not None and self.rank != 0:
+                self.bell_to_root(seq, 0, -1, b"", b"")
+            elif self.bell is not None:
+                for _ in self.bells_at_root(seq):
+                    pass
+                self.socket.clock.advance_to(self.release_from_root(seq, 0, -1, b"", b""))
             elif self.rank != 0:
                 self.send_msg(0, seq, 0, 0)
                 self.take_msg(0, seq, 1)
@@ -583,25 +622,6 @@ class Communicator:
                             for dst in range(1, self.world_size)), default=0)
                 self.socket.clock.advance_to(last)
             self._record("barrier", t0, sent0, 0)
-
-    def _barrier_by_bell(self, seq: int) -> None:
-        """The barrier's messages as doorbells (:mod:`~.doorbell`): member 0 rings once to
-        release everyone, with each member's modeled release time."""
-        bell = self.bell
-        if self.rank != 0:
-            bell.stamps[0] = self.model_send(0, 0, 0)
-            bell.ring(seq, -1, b"", b"")
-            root = self.wait_bell(0, seq, 1)[0]
-            self.model_recv(0, 1, int(root.stamps[self.rank]))
-            return
-        for src in range(1, self.world_size):
-            peer = self.wait_bell(src, seq, 0)[0]
-            self.model_recv(src, 0, int(peer.stamps[0]))
-        stamps = bell.stamps
-        for dst in range(1, self.world_size):
-            stamps[dst] = self.model_send(dst, 1, 0)
-        bell.ring(seq, -1, b"", b"")
-        self.socket.clock.advance_to(int(stamps[1:].max()))
 
     def agree_max(self, value: int) -> int:
         """The largest of the members' ``value``, returned to every member: the step where a

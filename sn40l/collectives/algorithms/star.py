@@ -108,34 +108,25 @@ def _by_bell(comm: "Communicator", t: Tensor, op: ReduceOp, seq: int,
         count, code, name = -1, b"", b""
     else:
         count, code, name = w.x.size, comm.code(w.x.dtype), w.seg.name_bytes
-    bell = comm.bell
     if comm.rank != 0:
         if w.buf is not None:
             w.buf[:] = w.x
-        bell.stamps[0] = comm.model_send(0, 0, model_bytes)
-        bell.ring(seq, count, code, name)
-        root, got, dt, seg = comm.wait_bell(0, seq, 1)
+        got, dt, seg = comm.bell_to_root(seq, model_bytes, count, code, name)
         _check(comm, 0, got, dt, count, code)
-        comm.model_recv(0, 1, int(root.stamps[comm.rank]))
         dest = comm.dest(t, out)
         if dest is not None:
             dest[:] = comm.peer_segment(seg).flat(0, count, w.x.dtype)
         return comm.wrap(t, dest)
     ufunc = op.ufunc
-    for src in range(1, comm.world_size):  # rank order 0, 1, ..., n-1 as in every algorithm
-        peer, got, dt, seg = comm.wait_bell(src, seq, 0)
+    for src, got, dt, seg in comm.bells_at_root(seq):  # rank order, as in every algorithm
         _check(comm, src, got, dt, count, code)
-        comm.model_recv(src, 0, int(peer.stamps[0]))
         if w.buf is not None:
             view = comm.peer_segment(seg).flat(0, count, w.x.dtype)
             if src == 1:
                 ufunc(w.x, view, out=w.buf)
             else:
                 ufunc(w.buf, view, out=w.buf)
-    stamps = bell.stamps
-    for dst in range(1, comm.world_size):
-        stamps[dst] = comm.model_send(dst, 1, model_bytes)
-    bell.ring(seq, count, code, name)
+    comm.release_from_root(seq, model_bytes, count, code, name)
     # after the ring, as with datagrams: a bad ``out`` fails this member only, not the others
     dest = comm.dest(t, out)
     if dest is not None:
