@@ -214,7 +214,7 @@ class Cluster:
     def revive(self, ranks: Iterable[int] | None = None, timeout_s: float = 60.0) -> list[int]:
         """Start fresh socket actors for the dead ones among ``ranks`` (default all), under
         their old names, with empty memory (as a socket after a reset). Returns the ranks
-        restarted.
+        restarted; a revived socket that runs other sn40l code is refused as at :meth:`start`.
 
         A revived socket is a detached actor: it outlives the process that revived it (the
         scheduler's controller, a driver), and :meth:`stop` finds it by name."""
@@ -246,10 +246,12 @@ class Cluster:
             self.handles[r] = _spawn(self.spec, node, local, detached=True)
         if dead:
             try:
-                ray.get([self.handles[r].ping.remote() for r in dead], timeout=timeout_s)
+                pings = ray.get([self.handles[r].ping.remote() for r in dead],
+                                timeout=timeout_s)
             except ray.exceptions.GetTimeoutError:
                 raise ClusterError(f"revived sockets {dead} did not answer within "
                                    f"{timeout_s:.0f} s") from None
+            self._refuse_other_code(pings)
         return dead
 
     @staticmethod
@@ -340,6 +342,11 @@ class Cluster:
         except ray.exceptions.GetTimeoutError:
             raise ClusterError(f"cluster {self.spec.name!r}: sockets did not answer within "
                                f"{timeout_s:.0f} s") from None
+        self._refuse_other_code(pings)
+        return pings
+
+    def _refuse_other_code(self, pings: list[dict]) -> None:
+        """Raise when a socket (one of ``pings``) runs other sn40l code than this process."""
         mine = provenance()
         other = [p for p in pings if p.get("code") != mine["code"]]
         if other:
@@ -351,7 +358,6 @@ class Cluster:
                 f"{mine['code_dir']} (code {mine['code']}); install the same sn40l everywhere, "
                 "and start drivers outside a source checkout of another version (Ray's "
                 "workers import from the driver's working directory first)")
-        return pings
 
     def status(self, timeout_s: float = 10.0) -> list[dict]:
         """One row per socket: identity, state ('up'/'down'), job, per-tier used/free."""
