@@ -4,10 +4,11 @@ Not a test.
 
 A fourth column, the star floor, is what the star's messages alone cost between Ray actors
 here: the same number of actors exchange the star's 2(n-1) Unix datagrams (elements by value)
-and reduce in numpy, with blocking receives as sn40l's sockets wait, but without MACs, modeled
-clocks or sn40l's layers. It is the time any star among actor processes that sleep while they
-wait would take on this machine, so sn40l/floor is the part of the wall time that is sn40l's
-own (sizes of one datagram only, up to 64 KiB; one host only).
+and reduce in numpy, waiting as sn40l's sockets wait (polling, yielding the CPU, for up to
+sn40l's doorbell poll time, then blocking), but without MACs, modeled clocks or sn40l's
+layers. It is the time any star among actor processes that wait this way would take on this
+machine, so sn40l/floor is the part of the wall time that is sn40l's own (sizes of one
+datagram only, up to 64 KiB; one host only).
 
 One host (shared memory):            --ranks 8
 Two emulated nodes over TCP (as two hosts would talk: TCP between the nodes, shared memory
@@ -146,8 +147,20 @@ class _StarPeer:
     def _addr(self, rank: int) -> bytes:
         return f"\0sn40l-floor/{self.tag}/{rank}".encode()
 
+    def _recv(self, nbytes: int) -> bytes:
+        """A datagram, waited for as a doorbell is: polled, yielding, then slept for."""
+        from sn40l.collectives.doorbell import SPIN_S
+
+        end = time.perf_counter() + SPIN_S
+        while time.perf_counter() < end:
+            try:
+                return self.sock.recv(nbytes, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                os.sched_yield()
+        return self.sock.recv(nbytes)
+
     def run(self, sizes: list[int], iters: int) -> dict[int, list[float]]:
-        sock, world, rank = self.sock, self.world, self.rank
+        sock, world, rank, recv = self.sock, self.world, self.rank, self._recv
         root, peers = self._addr(0), [self._addr(r) for r in range(world)]
         walls: dict[int, list[float]] = {}
         for size in sizes:
@@ -157,18 +170,18 @@ class _StarPeer:
             for i in range(iters + 1):
                 if rank:  # a barrier through rank 0, as every benchmark here takes one
                     sock.sendto(b"", root)
-                    sock.recv(16)
+                    recv(16)
                 else:
                     for _ in range(world - 1):
-                        sock.recv(16)
+                        recv(16)
                     for dst in peers[1:]:
                         sock.sendto(b"", dst)
                 t0 = time.perf_counter()
                 if rank:
                     sock.sendto(x.data, root)
-                    out[:] = np.frombuffer(sock.recv(size + 1), np.float32)
+                    out[:] = np.frombuffer(recv(size + 1), np.float32)
                 else:
-                    got = [sock.recv(size + 1) for _ in range(world - 1)]
+                    got = [recv(size + 1) for _ in range(world - 1)]
                     out[:] = x
                     for data in got:
                         np.add(out, np.frombuffer(data, np.float32), out=out)
@@ -179,24 +192,31 @@ class _StarPeer:
         return walls
 
 
-def run_floor(world: int, sizes: list[int], iters: int, nodes: int) -> dict[int, float] | str:
-    """Medians over iterations of the slowest rank, for the sizes of one datagram."""
+def floor_peers(world: int, nodes: int) -> list | str:
+    """The floor's actors, made once for all rounds: actors made and killed every round make
+    Ray start worker processes, which then compete with the next round's sockets for the CPUs
+    (a round of either could take several times its quiet time)."""
     import ray
 
     if nodes != 1:
         return "the floor is for one host (shared memory) only"
-    small = [s for s in sizes if s <= FLOOR_MAX_BYTES]
-    if not small:
-        return f"no size of at most {FLOOR_MAX_BYTES // 1024} KiB"
     cls = ray.remote(num_cpus=0)(_StarPeer)
     tag = f"{os.getpid()}-{time.monotonic_ns()}"
     actors = [cls.remote(r, world, tag) for r in range(world)]
-    try:
-        ray.get([a.__ray_ready__.remote() for a in actors])
-        res = ray.get([a.run.remote(small, iters) for a in actors], timeout=600)
-    finally:
-        for a in actors:
-            ray.kill(a)
+    ray.get([a.__ray_ready__.remote() for a in actors])
+    return actors
+
+
+def run_floor(actors: list | str, sizes: list[int], iters: int) -> dict[int, float] | str:
+    """Medians over iterations of the slowest rank, for the sizes of one datagram."""
+    import ray
+
+    if isinstance(actors, str):
+        return actors
+    small = [s for s in sizes if s <= FLOOR_MAX_BYTES]
+    if not small:
+        return f"no size of at most {FLOOR_MAX_BYTES // 1024} KiB"
+    res = ray.get([a.run.remote(small, iters) for a in actors], timeout=600)
     return {s: statistics.median(max(r[s][i] for r in res) for i in range(len(res[0][s])))
             for s in small}
 
@@ -249,6 +269,7 @@ def main() -> None:
     cluster = Cluster.start(nodes=nodes, sockets_per_node=spn, name="compare")
     ranks = [node * spn + s for node in range(nodes) for s in range(per)]
     rounds: list[dict] = []  # per round: {"sn40l": {size: s}, "gloo": ..., "mpi": ..., "load"}
+    peers: list | str = "skipped" if "floor" in skip else floor_peers(n, nodes)
     try:
         for k in range(args.rounds):
             load = os.getloadavg()[0]
@@ -259,11 +280,13 @@ def main() -> None:
             print(f"  round {k + 1}: gloo done; Open MPI ...", flush=True)
             mpi = "skipped" if "mpi" in skip else run_mpi(n, sizes, args.iters)
             print(f"  round {k + 1}: Open MPI done; the star floor ...", flush=True)
-            floor = "skipped" if "floor" in skip else run_floor(n, sizes, args.iters, nodes)
+            floor = run_floor(peers, sizes, args.iters)
             rounds.append({"sn40l": {s: ours[s]["wall_s"] for s in sizes}, "gloo": gloo,
                            "mpi": mpi, "floor": floor, "load": (load, os.getloadavg()[0]),
                            "modeled": {s: ours[s]["modeled_s"] for s in sizes}})
     finally:
+        for a in peers if isinstance(peers, list) else []:
+            ray.kill(a)
         cluster.stop()
         ray.shutdown()
     b_add, b_copy = host_bandwidths()
