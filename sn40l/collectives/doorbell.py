@@ -7,7 +7,8 @@ dtype, the name of the data segment holding the elements, one modeled arrival ti
 receiver) and then the record's flag word, the op's number; then it wakes whoever sleeps on
 that word (``FUTEX_WAKE``: one system call wakes every waiting member). A member *waits* for a
 peer's doorbell by reading the peer's flag word: when the op is already there it costs no
-system call at all; otherwise it sleeps on the word (``FUTEX_WAIT``) until the peer rings.
+system call at all; otherwise it polls the word for :data:`SPIN_S`, yielding its CPU between
+reads, and then sleeps on it (``FUTEX_WAIT``) until the peer rings.
 
 Why: on two cores, eight socket actors spend a small AllReduce mostly in Python that runs with
 cold caches after every wake-up; each datagram costs an ``encode`` and a ``verify`` on top of the
