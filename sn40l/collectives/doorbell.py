@@ -56,11 +56,12 @@ WAKE_ALL = 0x7FFFFFFF
 # more members than cores, a yielding waiter hands its CPU to the members it waits for. A peer
 # that is only waiting for a CPU answers within a few switches (8 sockets on 2 cores: about
 # 4 x 40 us); a longer wait is for work, and then sleeping costs nothing and leaves the CPU
-# to others. Polling longer also spends the sockets' CPU share, so that other programs on the
-# host (Ray starting workers) run first: 0.4 and 1 ms showed 8-11 ms medians in such moments
-# where sleeping showed 2-5 ms. 8 sockets, 4 KiB, quiet, 20-iteration medians measured
-# alternately: 0.47-0.82 ms with 0.2 ms against 0.70-1.07 ms without polling. Open MPI's
-# shared-memory transport waits the same way (it polls, and yields when oversubscribed).
+# to others. Polling also spends the sockets' CPU share, so that other programs on the host
+# run first: while Ray started worker processes, some 20-iteration medians took 4-11 ms with
+# every poll time tried (0.1 to 1 ms, more often with the longer ones) where sleeping took 2-5
+# ms. 8 sockets, 4 KiB, quiet, 20-iteration medians measured alternately: 0.47-0.82 ms with
+# 0.2 ms against 0.70-1.07 ms without polling (0.1 ms: 0.64-1.32). Open MPI's shared-memory
+# transport waits the same way (it polls, and yields when oversubscribed).
 SPIN_S = 200e-6
 ABORTED = 0xFFFFFFFF  # flag of a member that gave up on the group
 
