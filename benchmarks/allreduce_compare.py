@@ -139,7 +139,9 @@ class _StarPeer:
     """One rank of the floor: a Unix datagram socket and the star's messages, nothing else."""
 
     def __init__(self, rank: int, world: int, tag: str):
-        self.rank, self.world, self.tag = rank, world, tag
+        from sn40l.collectives.doorbell import SPIN_S
+
+        self.rank, self.world, self.tag, self.spin_s = rank, world, tag, SPIN_S
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 2**20)
         self.sock.bind(self._addr(rank))
@@ -149,9 +151,7 @@ class _StarPeer:
 
     def _recv(self, nbytes: int) -> bytes:
         """A datagram, waited for as a doorbell is: polled, yielding, then slept for."""
-        from sn40l.collectives.doorbell import SPIN_S
-
-        end = time.perf_counter() + SPIN_S
+        end = time.perf_counter() + self.spin_s
         while time.perf_counter() < end:
             try:
                 return self.sock.recv(nbytes, socket.MSG_DONTWAIT)
