@@ -128,12 +128,11 @@ class Bell:
                 self.seg.close()
                 raise PermissionError(f"doorbell segment {name} is not this user's "
                                       f"(owner uid {st.st_uid}) or is too small")
-        buf = self.seg.buf
+        buf, self._mm = self.seg.buf, self.seg._mmap
         # the flag as a memoryview: a read costs a fifth of a numpy scalar read, and a waiter
         # reads it on every turn of its wait
-        self._flag = memoryview(self.seg._mmap)[_FLAG:_FLAG + 4].cast("I")
+        self._flag = memoryview(self._mm)[_FLAG:_FLAG + 4].cast("I")
         self.stamps = buf[_STAMPS:_STAMPS + 8 * world].view(np.int64)
-        self._mm = self.seg._mmap
         self._addr = buf.ctypes.data + _FLAG
 
     # -- the owner --------------------------------------------------------------------------
